@@ -23,9 +23,12 @@ import torch
 from torch import nn
 
 from probpose.errors import CheckpointError
-from probpose.models import HeatmapConfig, ProbPoseConfig, build_model, config_from_dict
+from probpose.models import DualProbPoseConfig, HeatmapConfig, ProbPoseConfig, build_model, config_from_dict
+from probpose.models.dual import PROBPOSE_S_DH_CONFIG
 from probpose.models.heatmap import VITPOSE_S_CONFIG
 from probpose.models.probpose import PROBPOSE_S_CONFIG
+
+MODEL_KINDS = ("probpose", "probpose_dh", "heatmap")
 
 __all__ = [
     "EMBEDDED_WEIGHTS",
@@ -268,6 +271,8 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor] | str | o
 
 
 def _detect_kind(sd: Mapping[str, torch.Tensor]) -> str:
+    if any(k.startswith("head.second_head.") for k in sd):
+        return "probpose_dh"
     if any(k.startswith("head.probability_layers.") for k in sd):
         return "probpose"
     if "head.final_layer.weight" in sd:
@@ -296,7 +301,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], metadata: Mapping | Non
     detected = _detect_kind(state_dict)
     if kind != "auto" and kind != detected:
         raise CheckpointError(f"checkpoint looks like a {detected} model, but kind={kind!r} was asked for")
-    cfg = PROBPOSE_S_CONFIG if detected == "probpose" else VITPOSE_S_CONFIG
+    cfg = {"probpose": PROBPOSE_S_CONFIG, "probpose_dh": PROBPOSE_S_DH_CONFIG}.get(detected, VITPOSE_S_CONFIG)
     w = state_dict.get("backbone.patch_embed.projection.weight")
     depth = len({k.split(".")[2] for k in state_dict if k.startswith("backbone.layers.")})
     ffn = state_dict.get("backbone.layers.0.ffn.layers.0.0.weight")
@@ -402,11 +407,11 @@ def load_pretrained(source: str | os.PathLike | None = None, *, kind: str = "aut
     """Build the model a checkpoint describes, load it strictly, return it in eval mode on `device`.
 
     `model.metadata` gets {"source", "path", "format", "kind", "config", ...extra saved metadata}.
-    kind: "auto" | "probpose" | "heatmap". A .pth from the Hub is converted once to a float32 .safetensors
+    kind: "auto" | "probpose" | "probpose_dh" | "heatmap". A .pth from the Hub is converted once to a float32 .safetensors
     beside it in the cache, which later loads use (no pickle).
     """
-    if kind not in ("auto", "probpose", "heatmap"):
-        raise CheckpointError(f"kind must be 'auto', 'probpose' or 'heatmap', got {kind!r}")
+    if kind not in ("auto", *MODEL_KINDS):
+        raise CheckpointError(f"kind must be 'auto' or one of {MODEL_KINDS}, got {kind!r}")
     path = resolve_source(source, revision=revision, cache_dir=cache_dir)
     from_hub = _in_hf_cache(path) and path.suffix in PICKLE_SUFFIXES
     converted = path.with_suffix(".safetensors")
@@ -423,7 +428,8 @@ def load_pretrained(source: str | os.PathLike | None = None, *, kind: str = "aut
                 warnings.warn(f"{path.name} has SHA-256 {digest}, not the recorded {known}; the Hub file may "
                               "have changed (pin PROBPOSE_HUB_REVISION to be sure)", stacklevel=2)
     if config is not None:
-        cfg_kind = "probpose" if isinstance(config, ProbPoseConfig) else "heatmap"
+        cfg_kind = ("probpose_dh" if isinstance(config, DualProbPoseConfig)
+                    else "probpose" if isinstance(config, ProbPoseConfig) else "heatmap")
         if kind != "auto" and kind != cfg_kind:
             raise CheckpointError(f"kind={kind!r} contradicts the {type(config).__name__} given")
     else:
@@ -491,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("dst", help="output .safetensors path")
     conv.add_argument("--trust-checkpoint", action="store_true",
                       help="unpickle with weights_only=False (only for files from a source you trust)")
-    conv.add_argument("--kind", default="auto", choices=("auto", "probpose", "heatmap"))
+    conv.add_argument("--kind", default="auto", choices=("auto", *MODEL_KINDS))
     conv.add_argument("--fp16", action="store_true", help="store float16 (half the size)")
     args = parser.parse_args(argv)
     try:

@@ -1,9 +1,17 @@
-"""Models: ViT backbone, ProbPose, and the ViTPose-style heatmap baseline."""
+"""Models: ViT backbone, ProbPose, ProbPose-DH (dual map) and the ViTPose-style heatmap baseline."""
 
 from __future__ import annotations
 
 from torch import nn
 
+from probpose.models.dual import (
+    DualProbPose,
+    DualProbPoseConfig,
+    DualProbPoseOutput,
+    probpose_s_dh,
+    probpose_t_dh,
+    probpose_test_dh,
+)
 from probpose.models.heatmap import (
     HeatmapConfig,
     HeatmapOutput,
@@ -25,6 +33,9 @@ from probpose.models.probpose import (
 from probpose.models.vit import VisionTransformer, ViTConfig
 
 __all__ = [
+    "DualProbPose",
+    "DualProbPoseConfig",
+    "DualProbPoseOutput",
     "HeatmapConfig",
     "HeatmapOutput",
     "HeatmapPose",
@@ -37,8 +48,11 @@ __all__ = [
     "build_model",
     "config_from_dict",
     "probpose_s",
+    "probpose_s_dh",
     "probpose_t",
+    "probpose_t_dh",
     "probpose_test",
+    "probpose_test_dh",
     "sparsemax",
     "vitpose_s",
     "vitpose_t",
@@ -46,19 +60,29 @@ __all__ = [
 ]
 
 
-def build_model(config: ProbPoseConfig | HeatmapConfig) -> nn.Module:
-    """ProbPoseConfig -> ProbPose, HeatmapConfig -> HeatmapPose (random init, train mode)."""
+ModelConfig = ProbPoseConfig | DualProbPoseConfig | HeatmapConfig
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """ProbPoseConfig -> ProbPose, DualProbPoseConfig -> DualProbPose, HeatmapConfig -> HeatmapPose.
+
+    Random init, train mode.
+    """
+    if isinstance(config, DualProbPoseConfig):
+        return DualProbPose(config)
     if isinstance(config, ProbPoseConfig):
         return ProbPose(config)
     if isinstance(config, HeatmapConfig):
         return HeatmapPose(config)
-    raise TypeError(f"build_model takes a ProbPoseConfig or HeatmapConfig, got {type(config).__name__}")
+    raise TypeError(f"build_model takes a ProbPose, DualProbPose or Heatmap config, got {type(config).__name__}")
 
 
-def config_from_dict(kind: str, d: dict) -> ProbPoseConfig | HeatmapConfig:
-    """Inverse of `config.to_dict()`; kind is "probpose" or "heatmap" (the model's `kind`)."""
+def config_from_dict(kind: str, d: dict) -> ModelConfig:
+    """Inverse of `config.to_dict()`; kind is the model's `kind`: "probpose", "probpose_dh" or "heatmap"."""
+    if kind == "probpose_dh":
+        return DualProbPoseConfig.from_dict(d)
     if kind == "probpose":
         return ProbPoseConfig.from_dict(d)
     if kind == "heatmap":
         return HeatmapConfig.from_dict(d)
-    raise ValueError(f"unknown model kind {kind!r}; expected 'probpose' or 'heatmap'")
+    raise ValueError(f"unknown model kind {kind!r}; expected 'probpose', 'probpose_dh' or 'heatmap'")
