@@ -1,0 +1,555 @@
+"""Top-down pipeline and the stateful predictor (SAM 2 style).
+
+``PosePredictor.set_image`` runs the network once per image and caches ``NetworkOutputs``; ``predict`` re-decodes
+from that cache (decoder, presence threshold, sparsemax temperature) without touching the network.
+
+Pipeline per person (spec 1.1, 3.5, 10): box -> clipped to the image -> activation window
+(``geometry.box_to_window``: 3:4, x1.25) -> UDP warp to 256x192 (black outside the image) -> ImageNet normalisation
+(RGB) -> batched forward under ``torch.inference_mode`` -> flip test (mirrored crop, maps mirrored back along W
+with channels re-indexed by FLIP_INDICES, scalars re-indexed, both averaged) -> cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from probpose import codec, geometry
+from probpose.constants import (
+    DEFAULT_PRESENCE_THRESHOLD,
+    FLIP_INDICES,
+    KEYPOINT_NAMES,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    RESCORE_PRESENCE_THRESHOLD,
+)
+from probpose.errors import BoxError
+from probpose.image import load_image
+
+__all__ = [
+    "NetworkOutputs",
+    "PersonPose",
+    "PoseResult",
+    "PosePredictor",
+    "ImageRegion",
+    "predict_image",
+    "preprocess_crops",
+    "DECODERS",
+    "PRECISIONS",
+    "HEATMAP_SCORE_THRESHOLD",
+]
+
+DECODERS = ("expected_oks", "argmax")
+PRECISIONS = ("fp32", "bf16", "int8")
+# mmpose's ViTPose rescoring: instance score = mean of keypoint scores above this.
+HEATMAP_SCORE_THRESHOLD = 0.2
+
+
+# ----------------------------------------------------------------------------------------------- data types
+
+
+@dataclass
+class NetworkOutputs:
+    """Everything the network said about one image (the predictor's cache). N people, K keypoints.
+
+    probmaps: (N,K,64,48) float32, flip-averaged probability maps (heatmap baseline: flip-averaged heatmaps).
+    logits, logits_flipped: (N,K,64,48) float32 pre-temperature logits of the plain and the mirrored pass (the
+        latter mirrored back to the original orientation); ``logits_flipped`` is None without flip test; both None
+        for the heatmap baseline.
+    presence, visibility, oks: (N,K) float32 flip-averaged sigmoids (heatmap baseline: presence = clip(heatmap
+        peak, 0, 1), visibility / oks NaN). presence_logits: (N,K) flip-averaged pre-sigmoid (NaN for heatmaps).
+    centers, scales: (N,2) activation windows in image px. boxes: (N,4) the clipped xyxy boxes that made them.
+    boxes_given: (N,4) the boxes as given. box_sources: N strings. box_scores: (N,) detector scores (1 if given).
+    image_size: (w, h). kind: "probpose" | "heatmap". temperature: the model's sparsemax temperature.
+    timings_ms: {"preprocess", "network"} wall time of ``set_image``.
+    """
+
+    probmaps: np.ndarray
+    logits: np.ndarray | None
+    logits_flipped: np.ndarray | None
+    presence: np.ndarray
+    visibility: np.ndarray
+    oks: np.ndarray
+    presence_logits: np.ndarray
+    centers: np.ndarray
+    scales: np.ndarray
+    boxes: np.ndarray
+    boxes_given: np.ndarray
+    box_sources: list[str]
+    box_scores: np.ndarray
+    image_size: tuple[int, int]
+    kind: str
+    flip_test: bool
+    temperature: float
+    normalize: float = 1.0
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def num_people(self) -> int:
+        return int(self.probmaps.shape[0])
+
+
+@dataclass
+class ImageRegion:
+    """A credible region of one keypoint's map, in heatmap and image coordinates.
+
+    mask: (64,48) bool on the heatmap grid; area_heatmap: pixels in it; area_image: its area in image px^2;
+    outlines: list of (M,2) polygons in image px; threshold: smallest map value inside; mass: the mass it holds.
+    """
+
+    mask: np.ndarray
+    area_heatmap: int
+    area_image: float
+    outlines: list[np.ndarray]
+    threshold: float
+    mass: float
+
+
+@dataclass
+class PersonPose:
+    """One person's decoded pose. K = 17; coordinates in image px (x, y).
+
+    box (4,) xyxy as used (clipped to the image); box_source; center (2,), scale (2,), window (4,) the
+    activation window; keypoints (K,2); presence (K,) P(inside the window); present (K,) presence >= threshold;
+    visibility (K,); oks (K,) predicted OKS (the official ``keypoint_scores``); keypoint_scores (K,) the decoder's
+    value (ProbPose: map value at the expected-OKS arg-max; heatmaps: peak value); in_image (K,) keypoint inside
+    the image; probmaps (K,64,48); score: instance score (see ``PosePredictor.predict``).
+    """
+
+    box: np.ndarray
+    box_source: str
+    center: np.ndarray
+    scale: np.ndarray
+    window: np.ndarray
+    keypoints: np.ndarray
+    presence: np.ndarray
+    present: np.ndarray
+    visibility: np.ndarray
+    oks: np.ndarray
+    keypoint_scores: np.ndarray
+    in_image: np.ndarray
+    probmaps: np.ndarray
+    score: float
+    box_score: float = 1.0
+
+    def _check_k(self, k: int) -> int:
+        n = self.probmaps.shape[0]
+        if not -n <= k < n:
+            raise IndexError(f"keypoint index {k} out of range 0..{n - 1}")
+        return k % n
+
+    def expected_oks_map(self, k: int) -> np.ndarray:
+        """(64,48) expected OKS of predicting each heatmap pixel for keypoint k (spec 3.3, E_k)."""
+        return codec.expected_oks_maps(self.probmaps)[self._check_k(k)]
+
+    def credible_region(self, k: int, mass: float = 0.9) -> ImageRegion:
+        """Smallest set of map pixels holding ``mass`` of keypoint k's map, with outlines in image px."""
+        k = self._check_k(k)
+        region = codec.credible_region(self.probmaps[k], mass)
+        outlines = [geometry.heatmap_to_image(poly, self.center, self.scale)
+                    for poly in codec.region_outline(region.mask)]
+        # One heatmap pixel covers (S_w / 47) x (S_h / 63) image px under UDP.
+        px_area = (self.scale[0] / (self.probmaps.shape[2] - 1)) * (self.scale[1] / (self.probmaps.shape[1] - 1))
+        return ImageRegion(mask=region.mask, area_heatmap=int(region.area), area_image=float(region.area * px_area),
+                           outlines=outlines, threshold=float(region.threshold), mass=float(region.mass))
+
+    def to_json(self) -> dict:
+        return {
+            "box": _floats(self.box), "box_source": self.box_source, "box_score": _float(self.box_score),
+            "score": _float(self.score), "center": _floats(self.center), "scale": _floats(self.scale),
+            "window": _floats(self.window), "keypoints": [_floats(p) for p in self.keypoints],
+            "presence": _floats(self.presence), "present": [bool(v) for v in self.present],
+            "visibility": _floats(self.visibility), "oks": _floats(self.oks),
+            "keypoint_scores": _floats(self.keypoint_scores), "in_image": [bool(v) for v in self.in_image],
+        }
+
+
+@dataclass
+class PoseResult:
+    """Poses of all people in one image. image_size (w, h); decoder / presence_threshold / temperature as used."""
+
+    people: list[PersonPose]
+    image_size: tuple[int, int]
+    decoder: str
+    presence_threshold: float
+    temperature: float | None
+    model_name: str
+    kind: str
+    flip_test: bool
+
+    def to_json(self) -> dict:
+        """Plain JSON-able dict (NaN -> null)."""
+        return {
+            "model": self.model_name, "kind": self.kind, "decoder": self.decoder,
+            "presence_threshold": float(self.presence_threshold),
+            "temperature": None if self.temperature is None else float(self.temperature),
+            "flip_test": bool(self.flip_test), "image_size": [int(v) for v in self.image_size],
+            "keypoint_names": list(KEYPOINT_NAMES), "people": [p.to_json() for p in self.people],
+        }
+
+
+def _float(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _floats(a) -> list:
+    return [_float(v) for v in np.asarray(a, dtype=np.float64).ravel()]
+
+
+# ----------------------------------------------------------------------------------------------- preprocessing
+
+
+def _as_boxes(boxes, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate user boxes -> (given (N,4), clipped (N,4)). BoxError names the box and the image size."""
+    w, h = image_size
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        return np.zeros((0, 4)), np.zeros((0, 4))
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise BoxError(f"boxes must be (N, 4) xyxy image px, got shape {b.shape}")
+    clipped = np.empty_like(b)
+    for i, box in enumerate(b):
+        if not np.all(np.isfinite(box)):
+            raise BoxError(f"box {i} {box.tolist()} has NaN or infinite values")
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise BoxError(f"box {i} {box.tolist()} is empty or not xyxy (need x2 > x1 and y2 > y1; "
+                           "convert xywh with geometry.box_xywh_to_xyxy)")
+        try:
+            c = geometry.clip_box(box, image_size)
+        except BoxError as e:
+            raise BoxError(f"box {i}: {e}") from None
+        if c[2] <= c[0] or c[3] <= c[1]:
+            raise BoxError(f"box {i} {box.tolist()} has no area inside the {w}x{h} image "
+                           f"(clipped to {c.tolist()}); check that it is xyxy in this image's pixels")
+        clipped[i] = c
+    return b, clipped
+
+
+def preprocess_crops(image: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """UDP-warp one crop per window. image (H,W,3) uint8 RGB; centers, scales (N,2). Returns (N,256,192,3) uint8."""
+    crops = [geometry.warp_image(image, geometry.udp_warp_matrix(c, s)) for c, s in zip(centers, scales, strict=True)]
+    if not crops:
+        return np.zeros((0, 256, 192, 3), np.uint8)
+    return np.stack(crops)
+
+
+def _normalise(crops: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N,256,192,3) uint8 RGB -> (N,3,256,192) float32 ImageNet-normalised, on device."""
+    x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float()
+    mean = torch.as_tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.as_tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def _flip_back(maps: torch.Tensor) -> torch.Tensor:
+    """Maps of the mirrored crop back to the original orientation: mirror along W, swap left/right channels."""
+    return codec.flip_maps_torch(maps)
+
+
+def _reindex(v: torch.Tensor) -> torch.Tensor:
+    return v[..., list(FLIP_INDICES)]
+
+
+# ----------------------------------------------------------------------------------------------- predictor
+
+
+class PosePredictor:
+    """Stateful top-down predictor: ``set_image`` runs the network once, ``predict`` re-decodes cheaply.
+
+    Args:
+        model: a ``ProbPose`` (``kind == "probpose"``) or ``HeatmapPose`` (``kind == "heatmap"``).
+        device: None -> CUDA when available, else CPU.
+        flip_test: average with the mirrored crop (spec 10); on by default as in the official evaluation.
+        batch_size: crops per forward pass (a flip-tested batch runs 2 x batch_size crops at once).
+        precision: "fp32"; "bf16" (autocast; ~2x faster on recent CPUs, keypoints within a fraction of a pixel
+            of fp32 -- see docs/inference.md); "int8" (dynamic int8 quantisation of the Linear layers, CPU only,
+            on a private copy of the model).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None, flip_test: bool = True,
+                 batch_size: int = 8, precision: str = "fp32") -> None:
+        kind = getattr(model, "kind", None)
+        if kind not in ("probpose", "heatmap"):
+            raise TypeError(f"PosePredictor needs a ProbPose or HeatmapPose model, got {type(model).__name__}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError("int8 dynamic quantisation runs on the CPU only; use bf16 on CUDA")
+            model = _quantize_int8(model)
+        else:
+            model = model.to(self.device)
+        self.model = model.eval()
+        self.kind: str = kind
+        self.flip_test = bool(flip_test)
+        self.batch_size = int(batch_size)
+        self.precision = precision
+        self.image: np.ndarray | None = None
+        self.outputs: NetworkOutputs | None = None
+        self._retemp: dict[float, np.ndarray] = {}
+
+    @property
+    def model_name(self) -> str:
+        meta = getattr(self.model, "metadata", None) or {}
+        return str(meta.get("name") or meta.get("source") or type(self.model).__name__)
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.outputs is not None
+
+    def reset_image(self) -> None:
+        """Forget the cached image and outputs."""
+        self.image, self.outputs, self._retemp = None, None, {}
+
+    # -------------------------------------------------------------------------------------------- network
+
+    def set_image(self, image, boxes=None, box_source: str | Sequence[str] = "given", *,
+                  detector: str = "auto", box_scores=None) -> NetworkOutputs:
+        """Load the image, find or take person boxes, run the network once, cache and return the outputs.
+
+        Args:
+            image: anything ``probpose.image.load_image`` accepts (it is converted to (H,W,3) uint8 RGB).
+            boxes: (N,4) xyxy image px, a list of ``detect.Detection``, or None to run ``detect_people``
+                with ``detector``. Boxes partly outside the image are clipped to it (as the official
+                pipeline clips GT boxes); a box with no area inside the image raises BoxError.
+            box_source: label stored with given boxes (one string, or one per box).
+            box_scores: (N,) optional detector scores for given boxes (default 1).
+        Raises:
+            ImageLoadError, BoxError. Nothing is cached unless everything succeeds.
+        """
+        img = load_image(image)
+        h, w = img.shape[:2]
+        if boxes is None:
+            from probpose.detect import detect_people
+
+            boxes = detect_people(img, detector)
+        if len(boxes) and hasattr(boxes[0], "source"):  # detect.Detection list
+            box_source = [d.source for d in boxes]
+            box_scores = [d.score for d in boxes]
+            boxes = np.stack([np.asarray(d.box, np.float64) for d in boxes])
+        given, clipped = _as_boxes(boxes, (w, h))
+        n = len(given)
+        sources = [box_source] * n if isinstance(box_source, str) else [str(s) for s in box_source]
+        if len(sources) != n:
+            raise BoxError(f"got {len(sources)} box sources for {n} boxes")
+        scores = np.ones(n) if box_scores is None else np.asarray(box_scores, np.float64).reshape(-1)
+        if len(scores) != n:
+            raise BoxError(f"got {len(scores)} box scores for {n} boxes")
+
+        t0 = time.perf_counter()
+        if n:
+            centers, scales = geometry.box_to_window(clipped)
+        else:
+            centers, scales = np.zeros((0, 2)), np.zeros((0, 2))
+        crops = preprocess_crops(img, centers, scales)
+        t1 = time.perf_counter()
+        raw = self._forward_crops(crops)
+        t2 = time.perf_counter()
+        self.outputs = NetworkOutputs(
+            **raw, centers=centers, scales=scales, boxes=clipped, boxes_given=given, box_sources=sources,
+            box_scores=scores, image_size=(w, h), kind=self.kind, flip_test=self.flip_test,
+            temperature=float(getattr(self.model, "temperature", 1.0)),
+            normalize=float(getattr(getattr(self.model, "config", None), "normalize", 1.0)),
+            timings_ms={"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3})
+        self.image = img
+        self._retemp = {}
+        return self.outputs
+
+    def _run(self, x: torch.Tensor):
+        if self.precision == "bf16":
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                return self.model(x)
+        return self.model(x)
+
+    @torch.inference_mode()
+    def _forward_crops(self, crops: np.ndarray) -> dict:
+        """Batched forward (+ flip test) of (N,256,192,3) uint8 crops -> the array fields of NetworkOutputs."""
+        n = len(crops)
+        k = int(getattr(self.model.config, "num_keypoints", len(KEYPOINT_NAMES)))
+        hm_h, hm_w = self.model.config.heatmap_size
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, self.batch_size):
+            x = _normalise(crops[start:start + self.batch_size], self.device)
+            b = x.shape[0]
+            if self.flip_test:
+                x = torch.cat([x, x.flip(-1)])  # one pass over plain + mirrored crops
+            out = self._run(x)
+            for name, arr in self._collect(out, b).items():
+                parts.setdefault(name, []).append(arr)
+        empty_maps = np.zeros((0, k, hm_h, hm_w), np.float32)
+        empty_vec = np.zeros((0, k), np.float32)
+        res = {}
+        for name in ("probmaps", "logits", "logits_flipped"):
+            res[name] = np.concatenate(parts[name]) if parts.get(name) else (
+                empty_maps if name == "probmaps" or self.kind == "probpose" else None)
+        if self.kind == "heatmap" or not self.flip_test:
+            res["logits_flipped"] = None
+        if self.kind == "heatmap":
+            res["logits"] = None
+        for name in ("presence", "visibility", "oks", "presence_logits"):
+            res[name] = np.concatenate(parts[name]) if parts.get(name) else empty_vec
+        return res
+
+    def _collect(self, out, b: int) -> dict[str, np.ndarray]:
+        """Split a (plain [+ mirrored]) batch output into flip-averaged numpy arrays."""
+        def np32(t: torch.Tensor) -> np.ndarray:
+            return t.detach().float().cpu().numpy()
+
+        if self.kind == "heatmap":
+            hm = out.heatmaps.float()
+            if self.flip_test:
+                hm = (hm[:b] + _flip_back(hm[b:])) / 2
+            peak = hm.flatten(-2).amax(-1).clamp(0, 1)  # the heatmap-peak rule for presence
+            nan = torch.full_like(peak, float("nan"))
+            return {"probmaps": np32(hm), "presence": np32(peak), "visibility": np32(nan), "oks": np32(nan),
+                    "presence_logits": np32(nan)}
+        maps, logits = out.probmaps.float(), out.logits.float()
+        scal = {"presence": out.presence, "visibility": out.visibility, "oks": out.oks,
+                "presence_logits": out.presence_logits}
+        res: dict[str, np.ndarray] = {}
+        if self.flip_test:
+            res["probmaps"] = np32((maps[:b] + _flip_back(maps[b:])) / 2)
+            res["logits"] = np32(logits[:b])
+            res["logits_flipped"] = np32(_flip_back(logits[b:]))
+            for name, v in scal.items():
+                v = v.float()
+                res[name] = np32((v[:b] + _reindex(v[b:])) / 2)
+        else:
+            res["probmaps"], res["logits"] = np32(maps), np32(logits)
+            for name, v in scal.items():
+                res[name] = np32(v.float())
+        return res
+
+    # -------------------------------------------------------------------------------------------- decoding
+
+    def probmaps_at(self, temperature: float | None = None) -> np.ndarray:
+        """(N,K,64,48) flip-averaged maps at a sparsemax temperature (None: the model's), from the cached logits:
+        mean(sparsemax(logits / T), sparsemax(logits_flipped / T)), times ``normalize``, clamped to [0, 1]."""
+        out = self._need_outputs()
+        if temperature is None or (out.kind == "probpose" and float(temperature) == out.temperature):
+            return out.probmaps
+        if out.kind != "probpose":
+            raise ValueError("temperature applies to ProbPose probability maps only, not to heatmaps")
+        t = float(temperature)
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        if t not in self._retemp:
+            from probpose.models.probpose import sparsemax
+
+            def pm(logits: np.ndarray) -> torch.Tensor:
+                z = torch.from_numpy(logits)
+                n, k, hh, ww = z.shape
+                return sparsemax(z.reshape(n, k, hh * ww) / t, dim=-1).reshape(n, k, hh, ww)
+
+            with torch.inference_mode():
+                p = pm(out.logits)
+                if out.logits_flipped is not None:
+                    p = (p + pm(out.logits_flipped)) / 2
+                p = (p * out.normalize).clamp(0, 1)
+            if len(self._retemp) > 8:
+                self._retemp.clear()
+            self._retemp[t] = p.numpy()
+        return self._retemp[t]
+
+    def predict(self, decoder: str = "expected_oks", presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+                temperature: float | None = None) -> PoseResult:
+        """Decode the cached outputs; never runs the network.
+
+        Args:
+            decoder: "expected_oks" (spec 3.3) or "argmax" (integer arg-max). Heatmap models always use their
+                own DARK-UDP decoder for "expected_oks" (reported as "dark_udp").
+            presence_threshold: ``present = presence >= threshold``.
+            temperature: recompute ProbPose maps at this sparsemax temperature (calibration); None = model's.
+        Instance score: ProbPose: mean predicted OKS over keypoints with presence > 0.45 (official rescoring),
+            0 if none; heatmap baseline: mean of keypoint scores above 0.2 (mmpose ViTPose rescoring), 0 if none.
+        """
+        out = self._need_outputs()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        thr = float(presence_threshold)
+        if not 0.0 <= thr <= 1.0:
+            raise ValueError(f"presence_threshold must be in [0, 1], got {presence_threshold}")
+        maps = self.probmaps_at(temperature)
+        used = decoder
+        if decoder == "argmax":
+            dec = codec.decode_argmax(maps)
+        elif out.kind == "heatmap":
+            dec, used = codec.decode_heatmaps(maps), "dark_udp"
+        else:
+            dec = codec.decode_expected_oks(maps)
+        kpts = geometry.input_to_image(dec.keypoints, out.centers, out.scales) if out.num_people else \
+            np.zeros((0, maps.shape[1], 2))
+        w, h = out.image_size
+        in_image = (kpts[..., 0] >= 0) & (kpts[..., 0] < w) & (kpts[..., 1] >= 0) & (kpts[..., 1] < h)
+        scores = np.asarray(dec.scores, np.float64)
+        windows = geometry.window_xyxy(out.centers, out.scales)
+        people = []
+        for i in range(out.num_people):
+            if out.kind == "probpose":
+                sel = out.presence[i] > RESCORE_PRESENCE_THRESHOLD
+                score = float(out.oks[i][sel].mean()) if sel.any() else 0.0
+            else:
+                sel = scores[i] > HEATMAP_SCORE_THRESHOLD
+                score = float(scores[i][sel].mean()) if sel.any() else 0.0
+            people.append(PersonPose(
+                box=out.boxes[i].copy(), box_source=out.box_sources[i], center=out.centers[i].copy(),
+                scale=out.scales[i].copy(), window=windows[i], keypoints=kpts[i],
+                presence=out.presence[i].astype(np.float64), present=out.presence[i] >= thr,
+                visibility=out.visibility[i].astype(np.float64), oks=out.oks[i].astype(np.float64),
+                keypoint_scores=scores[i], in_image=in_image[i], probmaps=maps[i], score=score,
+                box_score=float(out.box_scores[i])))
+        return PoseResult(people=people, image_size=out.image_size, decoder=used, presence_threshold=thr,
+                          temperature=None if out.kind != "probpose" else (
+                              out.temperature if temperature is None else float(temperature)),
+                          model_name=self.model_name, kind=out.kind, flip_test=out.flip_test)
+
+    def _need_outputs(self) -> NetworkOutputs:
+        if self.outputs is None:
+            raise RuntimeError("no image set: call set_image(image, boxes) first")
+        return self.outputs
+
+
+def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of the Linear layers (CPU); the caller's model is left untouched."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch 2.13 flags the quantized tensor API as deprecated; it still works
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(copy.deepcopy(model).cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+    q.kind = model.kind
+    q.config = model.config
+    q.metadata = dict(getattr(model, "metadata", {}) or {})
+    if hasattr(model, "temperature"):
+        q.temperature = model.temperature
+    return q
+
+
+def predict_image(image, model: torch.nn.Module | None = None, boxes=None, *, detector: str = "auto",
+                  decoder: str = "expected_oks", presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+                  flip_test: bool = True, device: str | torch.device | None = None) -> PoseResult:
+    """One-shot convenience: ``PosePredictor(model).set_image(image, boxes).predict(...)``.
+
+    model None loads ``probpose.weights.load_pretrained(None)`` (the embedded demo weights).
+    """
+    if model is None:
+        from probpose.weights import load_pretrained
+
+        model = load_pretrained(None)
+    predictor = PosePredictor(model, device=device, flip_test=flip_test)
+    predictor.set_image(image, boxes, detector=detector)
+    return predictor.predict(decoder=decoder, presence_threshold=presence_threshold)

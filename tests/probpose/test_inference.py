@@ -1,0 +1,240 @@
+"""The top-down pipeline on real COCO val photos with GT boxes (tiny random models), the cache and flip test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from probpose import geometry
+from probpose.constants import FLIP_INDICES, PIXEL_MEAN, PIXEL_STD, RESCORE_PRESENCE_THRESHOLD
+from probpose.errors import BoxError
+from probpose.image import load_image
+from probpose.inference import PosePredictor, PoseResult, predict_image
+
+IMAGE_IDS = (885, 5001)  # 3 people, one cut by the right border; 13 people
+
+
+def _gt_boxes(data: dict, image_id: int) -> np.ndarray:
+    b = [a["bbox"] for a in data["annotations"] if a["image_id"] == image_id and not a.get("iscrowd")]
+    return geometry.box_xywh_to_xyxy(np.array(b, np.float64))
+
+
+@pytest.fixture(scope="module")
+def val_cases(coco_val):
+    folder, ann_file = coco_val
+    data = json.loads(ann_file.read_text())
+    names = {i["id"]: i["file_name"] for i in data["images"]}
+    return [(load_image(folder / names[i]), _gt_boxes(data, i)) for i in IMAGE_IDS]
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and counts forward calls and crops seen."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+        self.kind, self.config, self.metadata = model.kind, model.config, {"name": "counting"}
+        self.temperature = getattr(model, "temperature", 1.0)
+        self.calls, self.crops = 0, 0
+
+    def forward(self, x):
+        self.calls += 1
+        self.crops += x.shape[0]
+        return self.inner(x)
+
+
+def _sparsemax_np(z: np.ndarray) -> np.ndarray:
+    """Hand sparsemax of one vector: tau from the sorted prefix sums (Martins & Astudillo 2016, alg. 1)."""
+    zs = np.sort(z)[::-1]
+    cum = np.cumsum(zs)
+    k = np.arange(1, z.size + 1)
+    kstar = k[1 + k * zs > cum].max()
+    tau = (cum[kstar - 1] - 1) / kstar
+    return np.maximum(z - tau, 0)
+
+
+def test_pipeline_on_real_images_with_gt_boxes(val_cases, tiny_probpose):
+    predictor = PosePredictor(tiny_probpose, device="cpu", batch_size=4)
+    for image, boxes in val_cases:
+        h, w = image.shape[:2]
+        out = predictor.set_image(image, boxes)
+        n = len(boxes)
+        assert out.probmaps.shape == (n, 17, 64, 48) and out.presence.shape == (n, 17)
+        assert out.logits.shape == out.logits_flipped.shape == (n, 17, 64, 48)
+        np.testing.assert_allclose(out.probmaps.sum((-1, -2)), 1.0, atol=1e-4)
+        result = predictor.predict()
+        assert isinstance(result, PoseResult) and len(result.people) == n and result.image_size == (w, h)
+        for box, person in zip(boxes, result.people, strict=True):
+            c, s = geometry.box_to_window(geometry.clip_box(box, (w, h)))
+            np.testing.assert_allclose(person.center, c)
+            np.testing.assert_allclose(person.scale, s)
+            np.testing.assert_allclose(person.window, geometry.window_xyxy(c, s))
+            assert person.keypoints.shape == (17, 2) and person.probmaps.shape == (17, 64, 48)
+            # Decoded keypoints stay inside the window up to the sub-pixel step (< 1 heatmap px).
+            tol = s / np.array([47.0, 63.0])
+            assert np.all(person.keypoints >= person.window[:2] - tol)
+            assert np.all(person.keypoints <= person.window[2:] + tol)
+            inside = ((person.keypoints[:, 0] >= 0) & (person.keypoints[:, 0] < w)
+                      & (person.keypoints[:, 1] >= 0) & (person.keypoints[:, 1] < h))
+            np.testing.assert_array_equal(person.in_image, inside)
+            np.testing.assert_array_equal(person.present, person.presence >= 0.3)
+            sel = person.presence > RESCORE_PRESENCE_THRESHOLD
+            assert person.score == pytest.approx(person.oks[sel].mean() if sel.any() else 0.0)
+
+
+def test_redecoding_does_not_run_the_network(val_cases, tiny_probpose):
+    image, boxes = val_cases[1]
+    model = CountingModel(tiny_probpose)
+    predictor = PosePredictor(model, device="cpu", batch_size=8)
+    predictor.set_image(image, boxes)
+    assert model.calls == 2 and model.crops == 2 * len(boxes)  # 13 people: batches of 8 + 5, each x2 for flip
+    a = predictor.predict(presence_threshold=0.3)
+    b = predictor.predict(presence_threshold=0.9, decoder="argmax")
+    c = predictor.predict(temperature=1.0)
+    assert model.calls == 2
+    assert a.decoder == "expected_oks" and b.decoder == "argmax" and b.presence_threshold == 0.9
+    assert c.temperature == 1.0 and a.temperature == pytest.approx(tiny_probpose.temperature)
+    assert all(not p.present.any() or (p.presence[p.present] >= 0.9).all() for p in b.people)
+
+
+def test_flip_test_is_the_mean_of_two_manual_passes(val_cases, tiny_probpose):
+    image, boxes = val_cases[0]
+    predictor = PosePredictor(tiny_probpose, device="cpu")
+    out = predictor.set_image(image, boxes[:2])
+    crops = []
+    for box in boxes[:2]:
+        c, s = geometry.box_to_window(geometry.clip_box(box, image.shape[1::-1]))
+        crops.append(geometry.warp_image(image, geometry.udp_warp_matrix(c, s)))
+    x = (np.stack(crops).astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        plain, mirrored = tiny_probpose(x), tiny_probpose(x.flip(-1))
+    idx = list(FLIP_INDICES)
+    back = mirrored.probmaps.numpy()[:, idx, :, ::-1]
+    np.testing.assert_allclose(out.probmaps, (plain.probmaps.numpy() + back) / 2, atol=1e-5)
+    np.testing.assert_allclose(out.logits_flipped, mirrored.logits.numpy()[:, idx, :, ::-1], atol=1e-5)
+    np.testing.assert_allclose(out.presence, (plain.presence.numpy() + mirrored.presence.numpy()[:, idx]) / 2,
+                               atol=1e-6)
+    np.testing.assert_allclose(out.oks, (plain.oks.numpy() + mirrored.oks.numpy()[:, idx]) / 2, atol=1e-6)
+    # Temperature re-decoding: mean of the two sparsemaxes, checked against a hand sparsemax.
+    t = 0.8
+    maps = predictor.probmaps_at(t)
+    z, zf = out.logits[1, 5].ravel() / t, out.logits_flipped[1, 5].ravel() / t
+    expected = (_sparsemax_np(z.astype(np.float64)) + _sparsemax_np(zf.astype(np.float64))) / 2
+    np.testing.assert_allclose(maps[1, 5].ravel(), expected, atol=1e-5)
+    # Without flip test the maps are the plain pass.
+    single = PosePredictor(tiny_probpose, device="cpu", flip_test=False).set_image(image, boxes[:2])
+    np.testing.assert_allclose(single.probmaps, plain.probmaps.numpy(), atol=1e-6)
+    assert single.logits_flipped is None
+
+
+def test_box_partly_outside_the_image(tiny_probpose):
+    image = np.full((120, 100, 3), 90, np.uint8)
+    predictor = PosePredictor(tiny_probpose, device="cpu")
+    predictor.set_image(image, [[-60.0, 10.0, 40.0, 110.0]])
+    person = predictor.predict().people[0]
+    np.testing.assert_allclose(person.box, [0, 10, 40, 110])  # clipped as the official pipeline does
+    assert person.window[0] < 0  # the window extends past the image
+    left = person.keypoints[:, 0] < 0
+    np.testing.assert_array_equal(person.in_image[left], False)
+    # Force a keypoint outside: a map with all its mass at the window's left column.
+    predictor.outputs.probmaps[0, 3] = 0
+    predictor.outputs.probmaps[0, 3, 30, 0] = 1
+    moved = predictor.predict().people[0]
+    assert moved.keypoints[3, 0] == pytest.approx(person.window[0]) and not moved.in_image[3]
+
+
+@pytest.mark.parametrize("box,match", [
+    ([200, 10, 300, 50], r"entirely outside the 100x120 image"),
+    ([-50, -50, -10, -10], r"entirely outside"),
+    ([10, 10, 10, 50], "empty"),
+    ([float("nan"), 0, 10, 10], "NaN"),
+    ([0, 0, 10], r"\(N, 4\)"),
+])
+def test_bad_boxes_raise_and_keep_the_cache(tiny_probpose, box, match):
+    image = np.zeros((120, 100, 3), np.uint8)
+    predictor = PosePredictor(tiny_probpose, device="cpu")
+    before = predictor.set_image(image, [[10, 10, 50, 100]])
+    with pytest.raises(BoxError, match=match):
+        predictor.set_image(image, [box])
+    assert predictor.outputs is before
+
+
+def test_grayscale_rgba_and_detector_inputs(tiny_probpose):
+    predictor = PosePredictor(tiny_probpose, device="cpu")
+    gray = np.tile(np.arange(80, dtype=np.uint8), (60, 1))
+    predictor.set_image(gray, [[5, 5, 60, 55]])
+    assert predictor.image.shape == (60, 80, 3)
+    rgba = np.zeros((60, 80, 4), np.uint8)
+    rgba[..., 3] = 255
+    predictor.set_image(rgba, [[5, 5, 60, 55]], box_source="gt")
+    assert predictor.predict().people[0].box_source == "gt"
+    out = predictor.set_image(gray, detector="whole")
+    assert out.box_sources == ["whole"]
+    np.testing.assert_allclose(out.boxes[0], [0, 0, 79, 59])
+    assert predictor.set_image(gray, np.zeros((0, 4))).num_people == 0
+    assert predictor.predict().people == []
+
+
+def test_to_json_is_plain_json(val_cases, tiny_probpose, tiny_heatmap):
+    image, boxes = val_cases[0]
+    for model in (tiny_probpose, tiny_heatmap):
+        result = predict_image(image, model, boxes, device="cpu")
+        d = json.loads(json.dumps(result.to_json(), allow_nan=False))
+        assert len(d["keypoint_names"]) == 17 and len(d["people"]) == len(boxes)
+        p = d["people"][0]
+        assert len(p["keypoints"]) == 17 and len(p["keypoints"][0]) == 2 and len(p["window"]) == 4
+        for key in ("presence", "visibility", "oks", "in_image", "present"):
+            assert len(p[key]) == 17
+        assert d["decoder"] in ("expected_oks", "dark_udp") and d["presence_threshold"] == 0.3
+
+
+def test_heatmap_baseline_rules(val_cases, tiny_heatmap):
+    image, boxes = val_cases[0]
+    predictor = PosePredictor(tiny_heatmap, device="cpu")
+    out = predictor.set_image(image, boxes)
+    assert out.logits is None and np.isnan(out.visibility).all() and np.isnan(out.oks).all()
+    np.testing.assert_allclose(out.presence, np.clip(out.probmaps.max(axis=(-1, -2)), 0, 1))
+    result = predictor.predict()
+    assert result.decoder == "dark_udp" and result.temperature is None
+    for person in result.people:
+        sel = person.keypoint_scores > 0.2
+        assert person.score == pytest.approx(person.keypoint_scores[sel].mean() if sel.any() else 0.0)
+    with pytest.raises(ValueError, match="ProbPose"):
+        predictor.predict(temperature=1.0)
+
+
+def test_credible_region_and_expected_oks_map(val_cases, tiny_probpose):
+    image, boxes = val_cases[0]
+    predictor = PosePredictor(tiny_probpose, device="cpu")
+    predictor.set_image(image, boxes[:1])
+    person = predictor.predict().people[0]
+    region = person.credible_region(5, 0.5)
+    assert region.mask.shape == (64, 48) and region.mass >= 0.5 and region.area_heatmap == region.mask.sum()
+    px = person.scale[0] / 47 * person.scale[1] / 63
+    assert region.area_image == pytest.approx(region.area_heatmap * px)
+    for poly in region.outlines:  # outlines are image px inside the window
+        assert np.all(poly >= person.window[:2] - 1e-6) and np.all(poly <= person.window[2:] + 1e-6)
+    e = person.expected_oks_map(5)
+    assert e.shape == (64, 48) and e.sum() == pytest.approx(person.probmaps[5].sum(), rel=0.05)
+
+
+def test_fast_paths_and_errors(val_cases, tiny_probpose):
+    image, boxes = val_cases[0]
+    ref = PosePredictor(tiny_probpose, device="cpu").set_image(image, boxes)
+    for precision in ("bf16", "int8"):
+        fast = PosePredictor(tiny_probpose, device="cpu", precision=precision).set_image(image, boxes)
+        assert np.abs(fast.presence - ref.presence).max() < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        PosePredictor(tiny_probpose, precision="fp8")
+    with pytest.raises(TypeError, match="ProbPose or HeatmapPose"):
+        PosePredictor(torch.nn.Linear(2, 2))
+    with pytest.raises(RuntimeError, match="set_image"):
+        PosePredictor(tiny_probpose, device="cpu").predict()
+    with pytest.raises(ValueError, match="decoder"):
+        p = PosePredictor(tiny_probpose, device="cpu")
+        p.set_image(image, boxes[:1])
+        p.predict(decoder="soft")
