@@ -1,0 +1,249 @@
+"""The app's handlers as plain functions: tiny random-init models (saved as real checkpoints), real COCO photos."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from probpose import app_handlers as H
+from probpose.constants import KEYPOINT_NAMES
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    import torch
+
+    from probpose.models import probpose_test, vitpose_test
+    from probpose.weights import save_safetensors
+
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    pp = save_safetensors(probpose_test().eval(), d / "pp.safetensors")
+    hm = save_safetensors(vitpose_test().eval(), d / "hm.safetensors")
+    return pp, hm
+
+
+@pytest.fixture()
+def app_env(tiny_weights, monkeypatch, tmp_path):
+    pp, hm = tiny_weights
+    monkeypatch.setenv("PROBPOSE_WEIGHTS", str(pp))
+    monkeypatch.setenv(H.ENV_BASELINE, str(hm))
+    monkeypatch.setattr(H, "PRECOMPUTED_DIR", tmp_path / "precomputed")
+    H.clear_model_cache()
+    yield
+    H.clear_model_cache()
+
+
+@pytest.fixture(scope="module")
+def photo(coco_val) -> str:
+    return str(coco_val[0] / "000000000885.jpg")
+
+
+def _count_forwards(spec: H.ModelSpec) -> list[int]:
+    calls = [0]
+    H.get_model(spec).register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_explore_redraw_reuses_cached_network_outputs(app_env, photo):
+    calls = _count_forwards(H.model_spec(H.MODEL_EMBEDDED))
+    session, drawing, data, bars, kp, status, path = H.explore_run(photo, H.BOX_WHOLE)
+    assert calls[0] > 0 and isinstance(session, H.ExploreSession)
+    ran = calls[0]
+    assert drawing.ndim == 3 and drawing.shape[0] >= 427 and drawing.shape[1] >= 640  # padded canvas >= image
+    assert len(data["people"]) == 1 and len(data["people"][0]["keypoints"]) == 17
+    assert json.loads(Path(path).read_text())["people"] == data["people"]
+    assert "1 person" in status
+    for decoder in H.DECODER_CHOICES:
+        for thr in (0.0, 0.5, 1.0):
+            out = H.explore_redraw(session, decoder, thr, 0.5, "left_wrist", 0, True)
+            present = out[1]["people"][0]["present"]
+            presence = out[1]["people"][0]["presence"]
+            assert present == [p >= thr for p in presence]
+            assert out[1]["settings"]["decoder"] == H._DECODER_KEYS[decoder]
+    assert calls[0] == ran, "sliders / decoder / keypoint must re-decode without the network"
+    # the two decoders give different keypoints for a random model's spread-out maps
+    a = H.explore_redraw(session, H.DECODER_EOKS)[1]["people"][0]["keypoints"]
+    b = H.explore_redraw(session, H.DECODER_ARGMAX)[1]["people"][0]["keypoints"]
+    assert a != b
+
+
+def test_keypoint_figure_panels(app_env, photo):
+    session = H.explore_run(photo, H.BOX_WHOLE)[0]
+    result = H.decode_session(session)
+    fig = H.keypoint_figure(session.image, result.people[0], 9, 0.9)
+    names = {t.name for t in fig.data if t.name}
+    assert {"argmax", "expected-OKS"} <= names
+    assert len(fig.layout.annotations) >= 4  # three panel titles + the disagreement note
+
+
+def test_predict_typed_boxes_and_json(app_env, photo):
+    data, drawing = H.predict(photo, "100, 50, 300, 400\n350,60,500,420")
+    assert [p["box"] for p in data["people"]] == [[100, 50, 300, 400], [350, 60, 500, 420]]
+    assert data["model"]["kind"] == "probpose" and drawing.dtype == np.uint8
+
+
+def test_automatic_boxes_fall_back_to_whole_image(app_env):
+    flat = np.full((200, 160, 3), 127, np.uint8)  # nobody here
+    session = H.explore_run(flat)[0]
+    assert session.box_source == "whole" and any("no person" in n for n in session.notes)
+
+
+def _png_bytes(arr, mode=None, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    im = Image.fromarray(arr, mode) if mode else Image.fromarray(arr)
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["rgba", "gray", "16bit", "cmyk"])
+def test_unusual_image_modes_run(app_env, tmp_path, kind):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"{kind}.png"
+    if kind == "rgba":
+        path.write_bytes(_png_bytes(rng.integers(0, 255, (120, 90, 4), dtype=np.uint8)))
+    elif kind == "gray":
+        path.write_bytes(_png_bytes(rng.integers(0, 255, (120, 90), dtype=np.uint8)))
+    elif kind == "16bit":
+        Image.fromarray(rng.integers(0, 65535, (120, 90), dtype=np.uint16)).save(path)
+    else:
+        path = tmp_path / "cmyk.jpg"
+        Image.new("CMYK", (90, 120), (10, 200, 30, 0)).save(path)
+    session, drawing, data, *_rest, status, _ = H.explore_run(str(path), H.BOX_WHOLE)
+    assert session is not None, status
+    assert session.image.shape == (120, 90, 3) and drawing is not None
+
+
+def test_bad_inputs_give_messages_not_exceptions(app_env, tmp_path, photo):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    huge = tmp_path / "huge.png"
+    Image.new("L", (9000, 6000)).save(huge)  # 54 Mpx > the cap, tiny on disk
+    not_ckpt = tmp_path / "weights.pth"
+    not_ckpt.write_bytes(b"definitely not a checkpoint")
+    cases = [
+        (dict(payload=str(corrupt)), "corrupt.jpg"),  # the message names the file
+        (dict(payload=str(empty)), "empty"),
+        (dict(payload=str(huge)), "pixels"),
+        (dict(payload=None), "No image"),
+        (dict(payload=photo, box_mode=H.BOX_TYPED, boxes_text="5000,5000,6000,6000"), "outside"),
+        (dict(payload=photo, box_mode=H.BOX_TYPED, boxes_text="1,2,three,4"), "four numbers"),
+        (dict(payload=photo, box_mode=H.BOX_TYPED, boxes_text=""), "No boxes"),
+        (dict(payload=photo, model_choice=H.MODEL_CUSTOM, model_path=str(not_ckpt)), "checkpoint"),
+        (dict(payload=photo, model_choice=H.MODEL_CUSTOM, model_path=""), "path"),
+    ]
+    for kwargs, needle in cases:
+        with pytest.warns(UserWarning):  # gr.Warning outside a request
+            session, drawing, data, *_rest, status, path = H.explore_run(**kwargs)
+        assert session is None and drawing is None and path is None
+        assert needle.lower() in status.lower(), (kwargs, status)
+        assert needle.lower() in data["error"].lower()
+    # and the app still serves
+    assert H.explore_run(photo, H.BOX_WHOLE)[0] is not None
+
+
+def test_gradio_payloads_are_read_by_our_loader(app_env, photo):
+    # preprocess=False hands the raw FileData dict to the handler
+    session = H.explore_run({"path": photo, "orig_name": "x.jpg", "meta": {"_type": "gradio.FileData"}},
+                            H.BOX_WHOLE)[0]
+    assert session.image.shape == (427, 640, 3)
+
+
+def test_big_image_is_downscaled(app_env, monkeypatch):
+    monkeypatch.setattr(H, "MAX_SIDE", 300)
+    image, notes = H.load_input_image(np.zeros((600, 400, 3), np.uint8))
+    assert image.shape == (300, 200, 3) and any("downscaled" in n for n in notes)
+
+
+def test_parse_boxes_and_click_corners():
+    boxes = H.parse_boxes("[10, 20, 110, 220]\n300 400 250 350; -50,-50,40,60", (320, 480))
+    np.testing.assert_allclose(boxes, [[10, 20, 110, 220], [250, 350, 300, 400], [0, 0, 40, 60]])
+    pending, text, mode, _ = H.add_box_corner(None, "", (50, 60))
+    assert pending == [50, 60] and text == "" and mode == H.BOX_TYPED
+    pending, text, _, hint = H.add_box_corner(pending, text, (10, 200))
+    assert pending is None and text == "10,60,50,200" and "added" in hint
+    _, text, _, _ = H.add_box_corner(*H.add_box_corner(None, text, (1, 1))[:2], (30, 30))
+    assert text.splitlines() == ["10,60,50,200", "1,1,30,30"]
+
+
+def test_compare_same_crops_and_cached_redraw(app_env, photo):
+    pp_calls = _count_forwards(H.model_spec(H.MODEL_EMBEDDED))
+    hm_calls = _count_forwards(H.baseline_spec())
+    state, pp_img, hm_img, maps, scores, rows, status = H.compare_run(photo, H.BOX_TYPED, "100,50,300,400")
+    assert state is not None, status
+    np.testing.assert_allclose(state[0].outputs.centers, state[1].outputs.centers)
+    assert len(rows) == 17 and rows[0][0] == "nose" and "baseline" in status
+    ran = (pp_calls[0], hm_calls[0])
+    out = H.compare_redraw(state, "right_knee", 0.6, 0)
+    assert out[0] is not None and (pp_calls[0], hm_calls[0]) == ran
+    assert "right knee" in out[2].layout.annotations[0].text
+
+
+def test_sweep_preview_runs_once_per_image(app_env, photo):
+    calls = _count_forwards(H.model_spec(H.MODEL_EMBEDDED))
+    state, drawing, md = H.sweep_preview(None, photo, 0.3)
+    ran = calls[0]
+    state, drawing2, md2 = H.sweep_preview(state, photo, 0.9)
+    assert calls[0] == ran and "0.90" in md2 and drawing2 is not None
+
+
+def test_analysis_views_from_precomputed_json(app_env, tmp_path):
+    pre = H.PRECOMPUTED_DIR
+    # nothing there yet: the tabs say so instead of failing
+    info, table = H.cropcoco_table()
+    assert "No precomputed" in info and table["data"] == []
+    assert "No precomputed" in H.calibration_views()[0]
+    pre.mkdir(parents=True)
+    q = np.linspace(0.05, 1, 20).tolist()
+    (pre / "calibration.json").write_text(json.dumps({
+        "maps": {"temperature": 0.7, "before": {"nominal": q, "observed": q[::-1], "ece": 0.2},
+                 "after": {"nominal": q, "observed": q, "ece": 0.01}},
+        "presence": {"before": {"confidence": q, "frequency": q, "ece": 0.05}}}))
+    info, maps_fig, pres_fig, table = H.calibration_views()
+    assert table["data"][0] == ["maps", 0.2, 0.01, 0.7]
+    assert len(maps_fig.data) == 3 and "ECE 0.010" in maps_fig.data[2].name
+    thr = np.linspace(0, 1, 11).tolist()
+    (pre / "sweep.json").write_text(json.dumps({"thresholds": thr, "models": {
+        "probpose": {"mAP": thr, "Ex-mAP": [1 - abs(t - 0.3) for t in thr], "presence_error": thr},
+        "baseline": {"mAP": thr, "Ex-mAP": thr, "presence_error": thr}}}))
+    info, fig = H.sweep_views()
+    stars = [t for t in fig.data if t.mode == "markers+text"]
+    assert "0.30" in [s.text[0] for s in stars]
+
+
+def test_tab_query_and_gpu_shim():
+    assert H.tab_from_query({"tab": "Calibration"}) == "calibration"
+    assert H.tab_from_query({"tab": "nope"}) == "explore" and H.tab_from_query(None) == "explore"
+
+    def f(x):
+        return x + 1
+
+    if H.spaces is None:
+        assert H.gpu(f) is f and H.gpu(duration=5)(f) is f
+    assert H.device() in ("cpu", "cuda")
+    assert H.keypoint_index("left wrist") == KEYPOINT_NAMES.index("left_wrist") == H.keypoint_index(9)
+
+
+def test_views_read_the_analysis_metrics_format(app_env):
+    levels = [0.25, 0.5, 0.75, 1.0]
+    metrics = {"model": "m", "kind": "probpose",
+               "calibration": {"maps": {"temperature_fitted": 0.8,
+                                        "coverage_before": {"levels": levels, "hit_rate": [0.1, 0.3, 0.6, 1.0]},
+                                        "coverage_after": {"levels": levels, "hit_rate": levels},
+                                        "coverage_ece_before": 0.12, "coverage_ece_after": 0.0}},
+               "sweep": {"thresholds": [0.1, 0.3, 0.5], "ap": [0.5, 0.6, 0.4], "ex_ap": [0.4, 0.5, 0.3],
+                         "presence_error": [0.3, 0.2, None]}}
+    folder = H.PRECOMPUTED_DIR / "probpose"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    info, maps_fig, _, table = H.calibration_views()
+    assert table["data"] == [["maps", 0.12, 0.0, 0.8]] and len(maps_fig.data) == 3
+    _, fig = H.sweep_views()
+    assert [t.text[0] for t in fig.data if t.mode == "markers+text"] == ["0.30", "0.30", "0.30"]
