@@ -1,0 +1,154 @@
+"""``python -m analysis {evaluate,cropcoco,compare}``: see docs/analysis.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from probpose.constants import DEFAULT_PRESENCE_THRESHOLD
+from probpose.errors import ProbPoseError
+
+SMALL_SAMPLE_NOTE = ("Small-sample figures: ours come from a few hundred people and the weights given; the paper's "
+                     "rows are full COCO val2017 / official CropCOCO with the official ViT-S weights.")
+
+
+def _load_model(weights: str | None, kind: str, trusted: bool):
+    from probpose import weights as W
+
+    if weights is None:
+        path = W.EMBEDDED_WEIGHTS if kind == "probpose" else W.EMBEDDED_HEATMAP_WEIGHTS
+        if not Path(path).is_file():
+            raise ProbPoseError(f"the embedded {kind} weights {path} are not in this checkout; pass a checkpoint "
+                                f"with {'--weights' if kind == 'probpose' else '--baseline-weights'}")
+        weights = str(path)
+    model = W.load_pretrained(weights, kind=kind, trusted=trusted)
+    return model
+
+
+def _cropcoco_set(args, out: Path, coco):
+    """(image dir, CocoSet) of the CropCOCO set: the official release when --cropcoco-root is given, else ours."""
+    from analysis.coco_io import load_coco
+    from analysis.cropcoco import CropCocoConfig, find_official_cropcoco, generate_cropcoco
+
+    if args.cropcoco_root:
+        img, ann = find_official_cropcoco(args.cropcoco_root)
+        return img, load_coco(ann)
+    s = generate_cropcoco(args.data, coco, out / "cropcoco_set", CropCocoConfig(seed=args.seed))
+    print(f"CropCOCO-style set: {s.num_images} crops, {s.num_people} people, {s.num_out_keypoints} keypoints "
+          f"outside the image -> {s.root}")
+    return s.image_dir, load_coco(s.ann_file)
+
+
+def _evaluate_one(model, img_dir, coco, out: Path, args, title: str) -> dict:
+    from analysis.evaluate import evaluate_run, run_model
+    from analysis.report import write_report
+
+    run = run_model(model, img_dir, coco, flip_test=not args.no_flip, batch_size=args.batch_size,
+                    keep_map_samples=not args.no_calibration and model.kind == "probpose",
+                    max_images=args.max_images)
+    metrics = evaluate_run(run, coco, fixed_threshold=args.threshold, calibrate=not args.no_calibration,
+                           sweep=not args.no_sweep, seed=args.seed)
+    paths = write_report(out, metrics, run, coco, title=title, png=not args.no_png)
+    print(f"{title}: AP {metrics['coco']['AP']:.3f}, Ex-AP {metrics['exoks_oracle']['AP']:.3f} "
+          f"(thr {metrics['exoks_oracle']['presence_threshold']:.2f}) -> {paths['report']}")
+    return metrics
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="image folder of the COCO-format set")
+    p.add_argument("--ann", required=True, help="COCO person-keypoint JSON")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--cropcoco-root", default=None, help="official CropCOCO folder (default: generate ours)")
+    p.add_argument("--seed", type=int, default=0, help="CropCOCO generation and calibration split seed")
+    p.add_argument("--threshold", type=float, default=DEFAULT_PRESENCE_THRESHOLD,
+                   help="fixed presence threshold reported beside the oracle one (default 0.3)")
+    p.add_argument("--max-images", type=int, default=None, help="only the first N images (quick look)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-flip", action="store_true", help="disable the flip test")
+    p.add_argument("--no-calibration", action="store_true")
+    p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--no-png", action="store_true", help="HTML plots only")
+    p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth checkpoint you trust")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ev = sub.add_parser("evaluate", help="evaluate one model on a COCO-format set (and its CropCOCO version)")
+    ev.add_argument("--weights", default=None, help="checkpoint (default: the embedded demo model)")
+    ev.add_argument("--kind", default="probpose", choices=("probpose", "heatmap"))
+    ev.add_argument("--cropcoco", action="store_true", help="also evaluate the CropCOCO version of the set")
+    _add_common(ev)
+    cc = sub.add_parser("cropcoco", help="build a CropCOCO-style set, or check an official release")
+    cc.add_argument("--data", help="source image folder")
+    cc.add_argument("--ann", help="source COCO person-keypoint JSON")
+    cc.add_argument("--out", help="output folder (gets val2017/ and annotations/)")
+    cc.add_argument("--seed", type=int, default=0)
+    cc.add_argument("--max-crops-per-image", type=int, default=2)
+    cc.add_argument("--official", nargs="?", const="", default=None,
+                    help="locate the official release (a folder, or the Hugging Face cache when empty)")
+    cp = sub.add_parser("compare", help="ProbPose vs heatmap baseline, paper-style table")
+    cp.add_argument("--weights", default=None, help="ProbPose checkpoint (default: embedded)")
+    cp.add_argument("--baseline-weights", default=None, help="heatmap baseline checkpoint (default: embedded)")
+    _add_common(cp)
+    args = ap.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ProbPoseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from analysis.coco_io import load_coco
+
+    if args.cmd == "cropcoco":
+        from analysis.cropcoco import CropCocoConfig, find_official_cropcoco, generate_cropcoco
+
+        if args.official is not None:
+            img, ann = find_official_cropcoco(args.official or None)
+            cs = load_coco(ann)
+            print(f"official CropCOCO: {ann} ({len(cs.images)} images, {cs.num_people} people), images in {img}")
+            return 0
+        if not (args.data and args.ann and args.out):
+            print("error: cropcoco needs --data, --ann and --out (or --official)", file=sys.stderr)
+            return 2
+        s = generate_cropcoco(args.data, args.ann, args.out,
+                              CropCocoConfig(seed=args.seed, max_crops_per_image=args.max_crops_per_image))
+        print(f"wrote {s.num_images} crops ({s.num_people} people, {s.num_out_keypoints} keypoints outside the "
+              f"image) to {s.root}; skipped {s.skipped}")
+        for m in s.messages[:20]:
+            print("  " + m)
+        return 0
+
+    out = Path(args.out)
+    coco = load_coco(args.ann)
+    if coco.issues:
+        print(f"{len(coco.issues)} annotation problem(s) (details in the report): {dict(coco.counts)}")
+    if args.cmd == "evaluate":
+        model = _load_model(args.weights, args.kind, args.trusted)
+        _evaluate_one(model, args.data, coco, out / "coco", args, "COCO")
+        if args.cropcoco or args.cropcoco_root:
+            img, crop = _cropcoco_set(args, out, coco)
+            _evaluate_one(model, img, crop, out / "cropcoco", args, "CropCOCO")
+        return 0
+
+    from analysis.compare import comparison_markdown, comparison_rows, write_comparison
+
+    models = {"ProbPose": _load_model(args.weights, "probpose", args.trusted),
+              "Heatmap baseline": _load_model(args.baseline_weights, "heatmap", args.trusted)}
+    img, crop = _cropcoco_set(args, out, coco)
+    metrics: dict = {}
+    for name, model in models.items():
+        slug = model.kind
+        metrics[name] = {"coco": _evaluate_one(model, args.data, coco, out / slug / "coco", args, f"{name} COCO"),
+                         "cropcoco": _evaluate_one(model, img, crop, out / slug / "cropcoco", args,
+                                                   f"{name} CropCOCO")}
+    write_comparison(out, metrics, SMALL_SAMPLE_NOTE)
+    print(comparison_markdown(comparison_rows(metrics), SMALL_SAMPLE_NOTE))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""Evaluation runner: a model over the ground-truth person boxes of a COCO-format set -> results JSON + records.
+
+``run_model`` runs the network once per image (``PosePredictor``), writes COCO keypoint results (third keypoint
+value = presence, as the official CocoMetric) and keeps per-person arrays (``PersonRecords``) from which every
+metric of the report is recomputed cheaply (thresholds, sweeps, failures) without running the network again.
+``evaluate_run`` turns a run into the metrics dict the report, the CLI and the app show.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.calibration import (
+    MapSamples,
+    coverage,
+    expected_calibration_error,
+    fit_map_temperature,
+    fit_presence_temperature,
+    maps_at_temperature,
+    mass_above,
+    reliability,
+    sigmoid,
+    split_by_image,
+)
+from analysis.coco_io import CocoSet, people_to_run
+from analysis.cocoeval import pycocotools_keypoint_ap
+from analysis.exoks import EvalParams, evaluate_keypoints
+from analysis.presence import best_threshold, presence_labels, presence_report
+from probpose import geometry
+from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, NUM_KEYPOINTS
+from probpose.errors import ProbPoseError
+
+__all__ = ["PersonRecords", "RunOutput", "run_model", "evaluate_run", "results_with_scores", "rescore"]
+
+
+@dataclass
+class PersonRecords:
+    """Per-person arrays of one run (N people, K keypoints), aligned with ``RunOutput.results``.
+
+    image_id, ann_id: (N,). pred_xy: (N,K,2) image px. presence: (N,K) presence probability (heatmap baseline:
+    clipped heatmap peak). presence_logit: (N,K) (NaN for heatmaps). rescore: (N,K) per-keypoint values the
+    instance score averages (ProbPose: predicted OKS; heatmaps: peak). label: (N,K) GT presence 1 / 0 / NaN.
+    mass_above: (N,K) mass strictly above the GT pixel in the map (coverage check; NaN unless the GT is present
+    and labelled; heatmaps: NaN). centers, scales: (N,2) activation windows.
+    """
+
+    image_id: np.ndarray
+    ann_id: np.ndarray
+    pred_xy: np.ndarray
+    presence: np.ndarray
+    presence_logit: np.ndarray
+    rescore: np.ndarray
+    label: np.ndarray
+    mass_above: np.ndarray
+    centers: np.ndarray
+    scales: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    @staticmethod
+    def empty() -> PersonRecords:
+        k = NUM_KEYPOINTS
+        return PersonRecords(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, k, 2)), np.zeros((0, k)),
+                             np.zeros((0, k)), np.zeros((0, k)), np.zeros((0, k)), np.zeros((0, k)),
+                             np.zeros((0, 2)), np.zeros((0, 2)))
+
+
+@dataclass
+class RunOutput:
+    """One model over one set. results: COCO results (one per person run); image_ids: images evaluated (those
+    that could be read); skipped: counts of what could not be run; messages: the first reasons."""
+
+    kind: str
+    model_name: str
+    results: list[dict]
+    records: PersonRecords
+    image_ids: list[int]
+    map_samples: MapSamples | None = None
+    map_sample_image: np.ndarray | None = None
+    skipped: Counter = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def rescore(records: PersonRecords, threshold: float) -> np.ndarray:
+    """Instance scores: mean of ``rescore`` over keypoints with presence > threshold (0 if none), (N,)."""
+    sel = records.presence > threshold
+    n = sel.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        s = np.where(sel, records.rescore, 0.0).sum(axis=1) / n
+    return np.where(n > 0, s, 0.0)
+
+
+def results_with_scores(results: list[dict], scores: np.ndarray) -> list[dict]:
+    """Shallow copies of ``results`` with new instance scores."""
+    return [{**r, "score": float(s)} for r, s in zip(results, scores, strict=True)]
+
+
+def _usable_box(box_xyxy: np.ndarray, size: tuple[int, int]) -> bool:
+    w, h = size
+    x0, y0 = max(box_xyxy[0], 0.0), max(box_xyxy[1], 0.0)
+    x1, y1 = min(box_xyxy[2], w - 1.0), min(box_xyxy[3], h - 1.0)
+    return x1 > x0 and y1 > y0
+
+
+def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = True, batch_size: int = 8,
+              keep_map_samples: bool = False, max_images: int | None = None, progress: bool = True,
+              device=None, precision: str = "fp32") -> RunOutput:
+    """Run ``model`` (ProbPose or heatmap baseline) on every usable GT person box of ``coco``.
+
+    Missing / unreadable images are skipped (and left out of the evaluation); boxes without area inside the image
+    are skipped (their GT stays, counting as misses). Crowd and zero-area annotations are not run.
+
+    Args:
+        keep_map_samples: keep the map logits of present GT keypoints (float16, in memory) for map temperature
+            fitting (ProbPose only).
+        max_images: only the first N images (sorted by id), for quick looks.
+    """
+    from tqdm import tqdm
+
+    from probpose.inference import PosePredictor
+
+    t0 = time.perf_counter()
+    predictor = PosePredictor(model, device=device, flip_test=flip_test, batch_size=batch_size, precision=precision)
+    image_dir = Path(image_dir)
+    ids = sorted(coco.images)[: max_images] if max_images else sorted(coco.images)
+    by_image: dict[int, list] = {}
+    for p in people_to_run(coco, ids):
+        by_image.setdefault(p.image_id, []).append(p)
+    skipped: Counter = Counter()
+    messages: list[str] = []
+    results: list[dict] = []
+    rec: dict[str, list] = {k: [] for k in ("image_id", "ann_id", "pred_xy", "presence", "presence_logit",
+                                            "rescore", "label", "mass_above", "centers", "scales")}
+    samples: list[MapSamples] = []
+    sample_img: list[np.ndarray] = []
+    evaluated: list[int] = []
+    for iid in tqdm(ids, desc=f"evaluate {predictor.kind}", disable=not progress, unit="img"):
+        im = coco.images[iid]
+        path = image_dir / im["file_name"]
+        people = by_image.get(iid, [])
+        if not path.is_file():
+            skipped["missing_image"] += 1
+            if len(messages) < 50:
+                messages.append(f"image {iid}: {path} not found; left out of the evaluation")
+            continue
+        if not people:
+            evaluated.append(iid)  # its GT is all crowd / unlabelled / zero-area: nothing to run
+            continue
+        try:
+            from probpose.image import load_image
+
+            img = load_image(path)
+        except ProbPoseError as e:
+            skipped["unreadable_image"] += 1
+            if len(messages) < 50:
+                messages.append(f"image {iid}: {e}; left out of the evaluation")
+            continue
+        h, w = img.shape[:2]
+        if (w, h) != (int(im["width"]), int(im["height"])):
+            skipped["size_mismatch"] += 1
+            if len(messages) < 50:
+                messages.append(f"image {iid}: file is {w}x{h} but the JSON says {im['width']}x{im['height']}; "
+                                "evaluated anyway")
+        ok = [p for p in people if _usable_box(p.box_xyxy, (w, h))]
+        if len(ok) < len(people):
+            skipped["box_outside_image"] += len(people) - len(ok)
+            if len(messages) < 50:
+                messages.append(f"image {iid}: {len(people) - len(ok)} box(es) with no area inside the image "
+                                "not run")
+        evaluated.append(iid)
+        if not ok:
+            continue
+        try:
+            out = predictor.set_image(img, np.stack([p.box_xyxy for p in ok]), box_source="gt")
+        except ProbPoseError as e:
+            skipped["failed_image"] += 1
+            messages.append(f"image {iid}: {e}")
+            evaluated.pop()
+            continue
+        res = predictor.predict(decoder="expected_oks", presence_threshold=DEFAULT_PRESENCE_THRESHOLD)
+        anns = {a["id"]: a for a in coco.anns_by_image[iid]}
+        labels = presence_labels([anns[p.ann_id] for p in ok])
+        for i, (p, pp) in enumerate(zip(ok, res.people, strict=True)):
+            kpts = np.concatenate([pp.keypoints, pp.presence[:, None]], axis=1)
+            if out.kind == "probpose":
+                resc, logit = pp.oks, out.presence_logits[i].astype(np.float64)
+            else:
+                resc, logit = pp.keypoint_scores, np.full(NUM_KEYPOINTS, np.nan)
+            x, y = p.box_xyxy[:2]
+            results.append({
+                "image_id": iid, "category_id": 1, "keypoints": [round(float(v), 3) for v in kpts.ravel()],
+                "score": float(pp.score), "bbox": [float(x), float(y), float(p.box_xyxy[2] - x),
+                                                   float(p.box_xyxy[3] - y)],
+                "keypoint_scores": [round(float(v), 4) for v in pp.keypoint_scores],
+                "visibility": [None if not np.isfinite(v) else round(float(v), 4) for v in pp.visibility],
+                "gt_ann_id": int(p.ann_id),
+            })
+            gt_hm = geometry.image_to_heatmap(p.keypoints[:, :2], pp.center, pp.scale)
+            hh, ww = pp.probmaps.shape[1:]
+            on_grid = (gt_hm[:, 0] >= -0.5) & (gt_hm[:, 0] <= ww - 0.5) & (gt_hm[:, 1] >= -0.5) & \
+                (gt_hm[:, 1] <= hh - 0.5)
+            use = (labels[i] == 1) & on_grid
+            ma = np.full(NUM_KEYPOINTS, np.nan)
+            if out.kind == "probpose" and use.any():
+                ma[use] = mass_above(pp.probmaps[use].astype(np.float64), gt_hm[use])
+                if keep_map_samples and out.logits is not None:
+                    ks = np.nonzero(use)[0]
+                    lf = None if out.logits_flipped is None else out.logits_flipped[i, ks].astype(np.float16)
+                    samples.append(MapSamples(out.logits[i, ks].astype(np.float16), lf, gt_hm[ks], ks))
+                    sample_img.append(np.full(len(ks), iid))
+            for k, v in (("image_id", iid), ("ann_id", p.ann_id), ("pred_xy", pp.keypoints),
+                         ("presence", pp.presence), ("presence_logit", logit), ("rescore", resc),
+                         ("label", labels[i]), ("mass_above", ma), ("centers", pp.center), ("scales", pp.scale)):
+                rec[k].append(v)
+    records = PersonRecords(**{k: np.array(v, dtype=np.int64 if k in ("image_id", "ann_id") else np.float64)
+                               for k, v in rec.items()}) if results else PersonRecords.empty()
+    ms = MapSamples.concat(samples) if keep_map_samples else None
+    return RunOutput(predictor.kind, predictor.model_name, results, records, evaluated, ms,
+                     np.concatenate(sample_img) if sample_img else np.zeros(0, np.int64), skipped, messages,
+                     time.perf_counter() - t0)
+
+
+def _calibration(run: RunOutput, seed: int) -> dict:
+    """Presence and map temperature scaling fitted on a seeded half of the images and applied to the other."""
+    r = run.records
+    out: dict = {}
+    fit, ev = split_by_image(r.image_id, 0.5, seed)
+    lab = r.label
+    out["presence_reliability_all"] = reliability(r.presence, lab).to_dict()
+    if run.kind == "probpose" and len(r):
+        t = fit_presence_temperature(r.presence_logit[fit], lab[fit])
+        before = reliability(r.presence[ev], lab[ev])
+        after = reliability(sigmoid(r.presence_logit[ev] / t), lab[ev])
+        out["presence"] = {"temperature": t, "ece_before": before.ece, "ece_after": after.ece,
+                           "reliability_before": before.to_dict(), "reliability_after": after.to_dict(),
+                           "n_fit": int(np.isfinite(lab[fit]).sum()), "n_eval": int(np.isfinite(lab[ev]).sum())}
+        out["map_coverage_all"] = coverage(r.mass_above).to_dict()
+        ms = run.map_samples
+        if ms is not None and len(ms):
+            fit_ids = set(np.unique(r.image_id[fit]).tolist())
+            in_fit = np.array([i in fit_ids for i in run.map_sample_image.tolist()], dtype=bool)
+            tm = fit_map_temperature(ms.take(np.nonzero(in_fit)[0]), seed=seed)
+            evs = ms.take(np.nonzero(~in_fit)[0])
+            base_t = 0.5
+            cb = coverage(mass_above(maps_at_temperature(evs, base_t), evs.gt_xy))
+            ca = coverage(mass_above(maps_at_temperature(evs, tm), evs.gt_xy))
+            out["maps"] = {"temperature_model": base_t, "temperature_fitted": tm, "coverage_before": cb.to_dict(),
+                           "coverage_after": ca.to_dict(), "coverage_ece_before": cb.ece,
+                           "coverage_ece_after": ca.ece, "n_fit": int(in_fit.sum()), "n_eval": int((~in_fit).sum())}
+    else:
+        out["presence"] = {"ece": expected_calibration_error(r.presence, lab)}
+    return out
+
+
+def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+                 calibrate: bool = True, sweep: bool = True, seed: int = 0) -> dict:
+    """All metrics of one run (JSON-able dict).
+
+    Keys: 'counts', 'coco' (pycocotools AP / AR), 'coco_native' (our evaluator, standard mode; equal to pycocotools),
+    'exoks_oracle' / 'exoks_fixed' (Ex-mAP with per-visibility AP at the oracle best-accuracy presence threshold,
+    as mmpose, and at ``fixed_threshold``), 'presence' (error fixed / best / balanced + curve), 'calibration',
+    'sweep' (see ``analysis.sweep``), 'oracle_threshold', 'fixed_threshold'.
+    """
+    from analysis.sweep import threshold_sweep
+
+    gt = coco.dataset
+    ids = run.image_ids
+    r = run.records
+    metrics: dict = {"model": run.model_name, "kind": run.kind, "fixed_threshold": fixed_threshold}
+    metrics["counts"] = {"images_in_file": len(coco.images), "images_evaluated": len(ids),
+                         "people_run": len(run.results), "gt_people": coco.num_people,
+                         "seconds": round(run.seconds, 2), **{k: int(v) for k, v in coco.counts.items()},
+                         **{f"skipped_{k}": int(v) for k, v in run.skipped.items()}}
+    metrics["coco"] = pycocotools_keypoint_ap(gt, run.results, image_ids=ids)
+    native = evaluate_keypoints(gt, run.results, EvalParams(), image_ids=ids)
+    metrics["coco_native"] = native.stats
+    oracle = best_threshold(r.presence, r.label)
+    thr_oracle = oracle.threshold if oracle.n_absent and oracle.n_present else -1.0
+    metrics["oracle_threshold"] = thr_oracle
+    for name, thr in (("exoks_oracle", thr_oracle), ("exoks_fixed", fixed_threshold)):
+        res = evaluate_keypoints(gt, run.results, EvalParams(extended=True, presence_threshold=thr), image_ids=ids)
+        metrics[name] = {**res.stats, "presence_threshold": thr, "num_out_keypoints": res.num_out_keypoints}
+    metrics["presence"] = presence_report(r.presence, r.label, fixed_threshold)
+    if calibrate:
+        metrics["calibration"] = _calibration(run, seed)
+    if sweep:
+        metrics["sweep"] = threshold_sweep(run, coco).to_dict()
+    # a subset with exactly known areas (the shared data marks estimated areas); AP there is exact
+    exact = [a["id"] for a in gt["annotations"] if a.get("area_source", "coco") != "bbox*0.52"]
+    if len(exact) < len(gt["annotations"]):
+        keep = set(exact)
+        sub = dict(gt)
+        sub["annotations"] = [a for a in gt["annotations"] if a["id"] in keep]
+        sub_res = [x for x in run.results if x.get("gt_ann_id") in keep]
+        metrics["coco_exact_area"] = {**pycocotools_keypoint_ap(sub, sub_res, image_ids=ids),
+                                      "num_annotations": len(exact)}
+    return metrics
