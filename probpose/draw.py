@@ -7,6 +7,8 @@ Conventions (docs/inference.md):
 - Present keypoints (presence >= threshold) are filled dots and solid limbs in their side's colour (left orange,
   right blue, centre green); absent ones are hollow grey rings and dashed grey limbs.
 - Activation windows are green rectangles, person boxes thin white ones.
+- ProbPose-DH people (``PersonPose.is_dual``): the wide map's window is a dashed cyan rectangle and the canvas pads
+  to fit it too (``pose_windows``); keypoints the merge took from the wide map get a cyan ring.
 - All images are (H, W, 3) uint8 RGB.
 """
 
@@ -22,13 +24,16 @@ from probpose.constants import SKELETON
 
 __all__ = [
     "padded_canvas",
+    "pose_windows",
     "draw_poses",
     "colorize_map",
     "warp_map_to_image",
+    "warp_wide_map_to_image",
     "overlay_map",
     "draw_credible_region",
     "keypoint_color",
     "WINDOW_COLOR",
+    "WIDE_COLOR",
     "BOX_COLOR",
     "ABSENT_COLOR",
     "PAD_FILL",
@@ -36,6 +41,7 @@ __all__ = [
 
 PAD_FILL = (80, 80, 80)
 WINDOW_COLOR = (0, 200, 0)
+WIDE_COLOR = (0, 220, 220)  # ProbPose-DH: the wide window (dashed) and rings on keypoints taken from the wide map
 BOX_COLOR = (255, 255, 255)
 ABSENT_COLOR = (170, 170, 170)
 HIGHLIGHT_COLOR = (255, 0, 255)
@@ -79,11 +85,20 @@ def padded_canvas(image: np.ndarray, windows, margin: int = 10,
     return canvas, np.array([pads[2], pads[0]], np.int64)
 
 
+def pose_windows(people) -> np.ndarray:
+    """(M, 4) xyxy image px of every window the canvas must fit: each person's activation window and, for
+    ProbPose-DH people, its wide window. Pass it to ``padded_canvas`` to get ``draw_poses``' canvas and offset."""
+    people = list(getattr(people, "people", people))
+    wins = [p.window for p in people]
+    wins += [p.wide_window for p in people if getattr(p, "wide_window", None) is not None]
+    return np.asarray(wins, np.float64).reshape(-1, 4)
+
+
 def _pt(xy, offset) -> tuple[int, int]:
     return int(round(float(xy[0]) + offset[0])), int(round(float(xy[1]) + offset[1]))
 
 
-def _dashed_line(canvas, p0, p1, color, thickness: int, dash: int = 6) -> None:
+def _dashed_line(canvas, p0, p1, color, thickness: int, dash: int = 6, line_type: int = cv2.LINE_AA) -> None:
     x0, y0 = p0
     x1, y1 = p1
     length = math.hypot(x1 - x0, y1 - y0)
@@ -91,17 +106,24 @@ def _dashed_line(canvas, p0, p1, color, thickness: int, dash: int = 6) -> None:
     for i in range(0, n, 2):
         a, b = i / n, min(1.0, (i + 1) / n)
         cv2.line(canvas, (round(x0 + (x1 - x0) * a), round(y0 + (y1 - y0) * a)),
-                 (round(x0 + (x1 - x0) * b), round(y0 + (y1 - y0) * b)), color, thickness, cv2.LINE_AA)
+                 (round(x0 + (x1 - x0) * b), round(y0 + (y1 - y0) * b)), color, thickness, line_type)
 
 
 def _rect(canvas, box, offset, color, thickness: int) -> None:
     cv2.rectangle(canvas, _pt(box[:2], offset), _pt(box[2:], offset), color, thickness, cv2.LINE_8)
 
 
+def _dashed_rect(canvas, box, offset, color, thickness: int) -> None:
+    (x0, y0), (x1, y1) = _pt(box[:2], offset), _pt(box[2:], offset)
+    for a, b in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        _dashed_line(canvas, a, b, color, thickness, dash=8, line_type=cv2.LINE_8)
+
+
 def draw_poses(image: np.ndarray, people, *, presence_threshold: float | None = None, show_windows: bool = True,
                show_boxes: bool = True, show_absent: bool = True, highlight: tuple[int, int] | None = None,
                radius: int | None = None, thickness: int | None = None, margin: int = 10,
-               canvas: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+               canvas: tuple[np.ndarray, np.ndarray] | None = None, show_wide_windows: bool = True,
+               show_source: bool = True) -> np.ndarray:
     """Draw poses on a padded copy of the image.
 
     Args:
@@ -111,20 +133,26 @@ def draw_poses(image: np.ndarray, people, *, presence_threshold: float | None = 
         show_absent: draw absent keypoints and limbs (grey, hollow / dashed).
         highlight: (person index, keypoint index) to ring in magenta.
         radius, thickness: sizes in px; default from the image size.
-        canvas: (canvas, offset) from ``padded_canvas`` to draw on (e.g. with a map overlay) instead.
+        canvas: (canvas, offset) from ``padded_canvas`` to draw on (e.g. with a map overlay) instead; build it from
+            ``pose_windows(people)`` so that ProbPose-DH wide windows fit.
+        show_wide_windows: ProbPose-DH: draw each wide window (dashed cyan).
+        show_source: ProbPose-DH: ring (cyan) the keypoints the merge took from the wide map (``source == 1``).
     Returns:
-        (H', W', 3) uint8 canvas; its offset is ``padded_canvas(image, windows, margin)[1]``.
+        (H', W', 3) uint8 canvas; its offset is ``padded_canvas(image, pose_windows(people), margin)[1]`` (for
+        ProbPose / heatmap people that is ``padded_canvas(image, [p.window ...], margin)[1]``, as before).
     """
     people = list(getattr(people, "people", people))
     if canvas is None:
-        windows = [p.window for p in people] if people else []
-        canvas_img, offset = padded_canvas(image, windows, margin)
+        canvas_img, offset = padded_canvas(image, pose_windows(people), margin)
     else:
         canvas_img, offset = canvas[0].copy(), np.asarray(canvas[1])
     h, w = np.asarray(image).shape[:2]
     r = radius or max(2, int(round(max(h, w) / 160)))
     t = thickness or max(1, int(round(max(h, w) / 320)))
     for pi, p in enumerate(people):
+        wide_window = getattr(p, "wide_window", None)
+        if show_wide_windows and wide_window is not None:
+            _dashed_rect(canvas_img, wide_window, offset, WIDE_COLOR, t)
         if show_windows:
             _rect(canvas_img, p.window, offset, WINDOW_COLOR, t)
         if show_boxes:
@@ -146,6 +174,11 @@ def draw_poses(image: np.ndarray, people, *, presence_threshold: float | None = 
                 cv2.circle(canvas_img, _pt(kp[k], offset), r, (0, 0, 0), 1, cv2.LINE_AA)
             elif show_absent:
                 cv2.circle(canvas_img, _pt(kp[k], offset), r, ABSENT_COLOR, max(1, t), cv2.LINE_AA)
+            else:
+                continue
+            source = getattr(p, "source", None)
+            if show_source and source is not None and source[k] == 1:
+                cv2.circle(canvas_img, _pt(kp[k], offset), r + 2 + t, WIDE_COLOR, max(1, t), cv2.LINE_AA)
         if highlight is not None and highlight[0] == pi:
             cv2.circle(canvas_img, _pt(kp[highlight[1]], offset), 2 * r + 3, HIGHLIGHT_COLOR, t + 1, cv2.LINE_AA)
     return canvas_img
@@ -182,6 +215,18 @@ def warp_map_to_image(m: np.ndarray, center, scale, image_size: tuple[int, int],
     return cv2.warpAffine(a, mat, (int(image_size[0]), int(image_size[1])),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0)
+
+
+def warp_wide_map_to_image(m: np.ndarray, wide_window, image_size: tuple[int, int],
+                           offset: Sequence[float] = (0, 0)) -> np.ndarray:
+    """Resample a ProbPose-DH wide map (or any map whose first / last pixel centres span ``wide_window``, e.g.
+    ``PersonPose.wide_window`` = ``dual_codec.window_in_image``) into image (or canvas) px.
+
+    The map is linear in its window: image x = x1 + x_map (x2 - x1) / 47, which is ``warp_map_to_image`` with
+    center = window centre and scale = window size. Returns (h, w) float32, bilinear, 0 outside the window.
+    """
+    win = np.asarray(wide_window, np.float64)
+    return warp_map_to_image(m, (win[:2] + win[2:]) / 2, win[2:] - win[:2], image_size, offset)
 
 
 def overlay_map(canvas: np.ndarray, m: np.ndarray, alpha: float = 0.6, vmax: float | None = None) -> np.ndarray:

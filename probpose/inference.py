@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from probpose import codec, geometry
+from probpose import codec, dual_codec, geometry
 from probpose.constants import (
     DEFAULT_PRESENCE_THRESHOLD,
     FLIP_INDICES,
+    INPUT_SIZE,
     KEYPOINT_NAMES,
     PIXEL_MEAN,
     PIXEL_STD,
@@ -44,12 +45,16 @@ __all__ = [
     "DECODERS",
     "PRECISIONS",
     "HEATMAP_SCORE_THRESHOLD",
+    "MODEL_KINDS",
+    "MAP_CHOICES",
 ]
 
 DECODERS = ("expected_oks", "argmax")
 PRECISIONS = ("fp32", "bf16", "int8")
 # mmpose's ViTPose rescoring: instance score = mean of keypoint scores above this.
 HEATMAP_SCORE_THRESHOLD = 0.2
+MODEL_KINDS = ("probpose", "heatmap", "probpose_dh")
+MAP_CHOICES = ("expert", "wide")  # which ProbPose-DH map a PersonPose helper reads
 
 
 # ----------------------------------------------------------------------------------------------- data types
@@ -67,8 +72,17 @@ class NetworkOutputs:
         peak, 0, 1), visibility / oks NaN). presence_logits: (N,K) flip-averaged pre-sigmoid (NaN for heatmaps).
     centers, scales: (N,2) activation windows in image px. boxes: (N,4) the clipped xyxy boxes that made them.
     boxes_given: (N,4) the boxes as given. box_sources: N strings. box_scores: (N,) detector scores (1 if given).
-    image_size: (w, h). kind: "probpose" | "heatmap". temperature: the model's sparsemax temperature.
+    image_size: (w, h). kind: "probpose" | "heatmap" | "probpose_dh". temperature: the model's sparsemax
+    temperature.
     timings_ms: {"preprocess", "network"} wall time of ``set_image``.
+
+    ProbPose-DH only (None for the other kinds; docs/dual.md): expert_maps / wide_maps (N,K,64,48) the
+    flip-averaged maps of the two windows (``probmaps`` is ``expert_maps``, for compatibility; ``logits`` /
+    ``logits_flipped`` are the expert branch's); wide_logits / wide_logits_flipped the wide branch's (re-temperature
+    needs ``map_normalization == "sparsemax"``); bbox_masks (N,256,192) bool, ``dual_codec.bbox_mask`` of each
+    clipped box in its crop (the merge rule); in_padding / out_padding / spread: the model's window paddings and
+    decode spread s; map_normalization: the model's ``config.normalize`` ("none" = raw, not distributions).
+    presence is P(inside the WIDE window) for this kind.
     """
 
     probmaps: np.ndarray
@@ -90,6 +104,19 @@ class NetworkOutputs:
     temperature: float
     normalize: float = 1.0
     timings_ms: dict = field(default_factory=dict)
+    expert_maps: np.ndarray | None = None
+    wide_maps: np.ndarray | None = None
+    wide_logits: np.ndarray | None = None
+    wide_logits_flipped: np.ndarray | None = None
+    bbox_masks: np.ndarray | None = None
+    in_padding: float | None = None
+    out_padding: float | None = None
+    spread: float | None = None
+    map_normalization: str | None = None
+
+    @property
+    def is_dual(self) -> bool:
+        return self.kind == "probpose_dh"
 
     @property
     def num_people(self) -> int:
@@ -121,6 +148,14 @@ class PersonPose:
     visibility (K,); oks (K,) predicted OKS (the official ``keypoint_scores``); keypoint_scores (K,) the decoder's
     value (ProbPose: map value at the expected-OKS arg-max; heatmaps: peak value); in_image (K,) keypoint inside
     the image; probmaps (K,64,48); score: instance score (see ``PosePredictor.predict``).
+
+    ProbPose-DH fields (None for the other models; docs/dual.md): keypoints are the MERGED keypoints and may lie
+    outside the activation window (inside the wide window); presence is P(inside the WIDE window); probmaps are
+    the expert maps; source (K,) int8 which map the merge took (0 expert, 1 wide); expert_keypoints /
+    wide_keypoints (K,2) each map's own decode in image px; wide_maps (K,64,48); wide_window (4,) the wide map's
+    window in image px (xyxy through its first / last map-pixel centres, as ``window``); map_paddings
+    (in_padding, out_padding); map_spread: the decode spread s. Raw DH maps (``normalize="none"``) are not
+    distributions: the helpers clip them at 0 and normalise (``map_distribution``) before regions / E-maps.
     """
 
     box: np.ndarray
@@ -138,6 +173,18 @@ class PersonPose:
     probmaps: np.ndarray
     score: float
     box_score: float = 1.0
+    source: np.ndarray | None = None
+    expert_keypoints: np.ndarray | None = None
+    wide_keypoints: np.ndarray | None = None
+    wide_maps: np.ndarray | None = None
+    wide_window: np.ndarray | None = None
+    map_paddings: tuple[float, float] | None = None
+    map_spread: float | None = None
+
+    @property
+    def is_dual(self) -> bool:
+        """True for a ProbPose-DH person (it has a wide map)."""
+        return self.wide_maps is not None
 
     def _check_k(self, k: int) -> int:
         n = self.probmaps.shape[0]
@@ -145,13 +192,40 @@ class PersonPose:
             raise IndexError(f"keypoint index {k} out of range 0..{n - 1}")
         return k % n
 
-    def expected_oks_map(self, k: int) -> np.ndarray:
-        """(64,48) expected OKS of predicting each heatmap pixel for keypoint k (spec 3.3, E_k)."""
-        return codec.expected_oks_maps(self.probmaps)[self._check_k(k)]
+    def _check_which(self, which: str) -> int:
+        """Index of the map `which` names in map_paddings (0 expert, 1 wide)."""
+        if which not in MAP_CHOICES:
+            raise ValueError(f"which must be one of {MAP_CHOICES}, got {which!r}")
+        if which == "wide" and not self.is_dual:
+            raise ValueError("only ProbPose-DH people have a wide map")
+        return MAP_CHOICES.index(which)
 
-    def credible_region(self, k: int, mass: float = 0.9) -> ImageRegion:
-        """Smallest set of map pixels holding ``mass`` of keypoint k's map, with outlines in image px."""
+    def map_distribution(self, k: int, which: str = "expert") -> np.ndarray:
+        """(64,48) float64 keypoint k's map (`which`: "expert" = ``probmaps``, "wide" for ProbPose-DH) clipped at 0
+        and normalised to sum 1 (all zeros when it has no positive mass). ProbPose maps already are distributions;
+        raw DH maps are not."""
         k = self._check_k(k)
+        m = (self.probmaps, self.wide_maps)[self._check_which(which)][k]
+        p = np.where(np.isfinite(m), np.maximum(np.asarray(m, np.float64), 0.0), 0.0)
+        total = p.sum()
+        return p / total if total > 0 else p
+
+    def expected_oks_map(self, k: int, which: str = "expert") -> np.ndarray:
+        """(64,48) expected OKS of predicting each heatmap pixel for keypoint k (spec 3.3, E_k). ProbPose-DH: of
+        the normalised ``map_distribution(k, which)`` with the model's decode spread (on that map's grid)."""
+        if not self.is_dual:
+            self._check_which(which)
+            return codec.expected_oks_maps(self.probmaps)[self._check_k(k)]
+        return codec.expected_oks_maps(self.map_distribution(k, which)[None], self.map_spread)[0]
+
+    def credible_region(self, k: int, mass: float = 0.9, which: str = "expert") -> ImageRegion:
+        """Smallest set of map pixels holding ``mass`` of keypoint k's map, with outlines in image px.
+        ProbPose-DH: `which` map ("expert" / "wide"), clipped at 0 and normalised first, outlines mapped with
+        that map's window."""
+        k = self._check_k(k)
+        if self.is_dual:
+            return self._dual_credible_region(k, mass, self._check_which(which))
+        self._check_which(which)
         region = codec.credible_region(self.probmaps[k], mass)
         outlines = [geometry.heatmap_to_image(poly, self.center, self.scale)
                     for poly in codec.region_outline(region.mask)]
@@ -160,8 +234,20 @@ class PersonPose:
         return ImageRegion(mask=region.mask, area_heatmap=int(region.area), area_image=float(region.area * px_area),
                            outlines=outlines, threshold=float(region.threshold), mass=float(region.mass))
 
+    def _dual_credible_region(self, k: int, mass: float, i: int) -> ImageRegion:
+        region = codec.credible_region(self.map_distribution(k, MAP_CHOICES[i]), mass)
+        pad = self.map_paddings[i]
+        outlines = [dual_codec.map_to_image(poly, pad, self.center, self.scale)
+                    for poly in codec.region_outline(region.mask)]
+        # One map px spans the window (first to last pixel centre) / (size - 1), in image px.
+        win = dual_codec.window_in_image(pad, self.center, self.scale)
+        hm_h, hm_w = self.probmaps.shape[1:]
+        px_area = (win[2] - win[0]) / (hm_w - 1) * (win[3] - win[1]) / (hm_h - 1)
+        return ImageRegion(mask=region.mask, area_heatmap=int(region.area), area_image=float(region.area * px_area),
+                           outlines=outlines, threshold=float(region.threshold), mass=float(region.mass))
+
     def to_json(self) -> dict:
-        return {
+        d = {
             "box": _floats(self.box), "box_source": self.box_source, "box_score": _float(self.box_score),
             "score": _float(self.score), "center": _floats(self.center), "scale": _floats(self.scale),
             "window": _floats(self.window), "keypoints": [_floats(p) for p in self.keypoints],
@@ -169,6 +255,14 @@ class PersonPose:
             "visibility": _floats(self.visibility), "oks": _floats(self.oks),
             "keypoint_scores": _floats(self.keypoint_scores), "in_image": [bool(v) for v in self.in_image],
         }
+        if self.is_dual:
+            d.update({
+                "source": [int(v) for v in self.source], "wide_window": _floats(self.wide_window),
+                "expert_keypoints": [_floats(p) for p in self.expert_keypoints],
+                "wide_keypoints": [_floats(p) for p in self.wide_keypoints],
+                "map_paddings": _floats(self.map_paddings),
+            })
+        return d
 
 
 @dataclass
@@ -267,7 +361,8 @@ class PosePredictor:
     """Stateful top-down predictor: ``set_image`` runs the network once, ``predict`` re-decodes cheaply.
 
     Args:
-        model: a ``ProbPose`` (``kind == "probpose"``) or ``HeatmapPose`` (``kind == "heatmap"``).
+        model: a ``ProbPose`` (``kind == "probpose"``), ``HeatmapPose`` (``kind == "heatmap"``) or ``DualProbPose``
+            (``kind == "probpose_dh"``: both maps are cached and merged, see docs/dual.md).
         device: None -> CUDA when available, else CPU.
         flip_test: average with the mirrored crop (spec 10); on by default as in the official evaluation.
         batch_size: crops per forward pass (a flip-tested batch runs 2 x batch_size crops at once).
@@ -279,8 +374,9 @@ class PosePredictor:
     def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None, flip_test: bool = True,
                  batch_size: int = 8, precision: str = "fp32") -> None:
         kind = getattr(model, "kind", None)
-        if kind not in ("probpose", "heatmap"):
-            raise TypeError(f"PosePredictor needs a ProbPose or HeatmapPose model, got {type(model).__name__}")
+        if kind not in MODEL_KINDS:
+            raise TypeError(f"PosePredictor needs a ProbPose or HeatmapPose model (or a ProbPose-DH DualProbPose), "
+                            f"got {type(model).__name__}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if batch_size < 1:
@@ -301,7 +397,7 @@ class PosePredictor:
         self.precision = precision
         self.image: np.ndarray | None = None
         self.outputs: NetworkOutputs | None = None
-        self._retemp: dict[float, np.ndarray] = {}
+        self._retemp: dict = {}
 
     @property
     def model_name(self) -> str:
@@ -357,14 +453,22 @@ class PosePredictor:
         else:
             centers, scales = np.zeros((0, 2)), np.zeros((0, 2))
         crops = preprocess_crops(img, centers, scales)
+        cfg = getattr(self.model, "config", None)
+        dual = {}
+        if self.kind == "probpose_dh":  # the merge rule's box masks, and the geometry the codec needs
+            masks = [dual_codec.bbox_mask(b, c, s, (w, h)) for b, c, s in zip(clipped, centers, scales, strict=True)]
+            dual = {"bbox_masks": np.stack(masks) if masks else np.zeros((0, *INPUT_SIZE[::-1]), bool),
+                    "in_padding": float(cfg.in_padding), "out_padding": float(cfg.out_padding),
+                    "spread": float(cfg.spread), "map_normalization": str(cfg.normalize)}
         t1 = time.perf_counter()
         raw = self._forward_crops(crops)
         t2 = time.perf_counter()
+        norm = getattr(cfg, "normalize", 1.0)  # ProbPose: a float factor; ProbPose-DH: a mode name (its own field)
         self.outputs = NetworkOutputs(
-            **raw, centers=centers, scales=scales, boxes=clipped, boxes_given=given, box_sources=sources,
+            **raw, **dual, centers=centers, scales=scales, boxes=clipped, boxes_given=given, box_sources=sources,
             box_scores=scores, image_size=(w, h), kind=self.kind, flip_test=self.flip_test,
             temperature=float(getattr(self.model, "temperature", 1.0)),
-            normalize=float(getattr(getattr(self.model, "config", None), "normalize", 1.0)),
+            normalize=1.0 if isinstance(norm, str) else float(norm),
             timings_ms={"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3})
         self.image = img
         self._retemp = {}
@@ -394,13 +498,20 @@ class PosePredictor:
         empty_maps = np.zeros((0, k, hm_h, hm_w), np.float32)
         empty_vec = np.zeros((0, k), np.float32)
         res = {}
-        for name in ("probmaps", "logits", "logits_flipped"):
+        dual = self.kind == "probpose_dh"
+        map_names = ("probmaps", "logits", "logits_flipped") + (
+            ("wide_maps", "wide_logits", "wide_logits_flipped") if dual else ())
+        for name in map_names:
             res[name] = np.concatenate(parts[name]) if parts.get(name) else (
-                empty_maps if name == "probmaps" or self.kind == "probpose" else None)
+                empty_maps if name in ("probmaps", "wide_maps") or self.kind != "heatmap" else None)
         if self.kind == "heatmap" or not self.flip_test:
             res["logits_flipped"] = None
+            if dual:
+                res["wide_logits_flipped"] = None
         if self.kind == "heatmap":
             res["logits"] = None
+        if dual:
+            res["expert_maps"] = res["probmaps"]
         for name in ("presence", "visibility", "oks", "presence_logits"):
             res[name] = np.concatenate(parts[name]) if parts.get(name) else empty_vec
         return res
@@ -418,22 +529,34 @@ class PosePredictor:
             nan = torch.full_like(peak, float("nan"))
             return {"probmaps": np32(hm), "presence": np32(peak), "visibility": np32(nan), "oks": np32(nan),
                     "presence_logits": np32(nan)}
-        maps, logits = out.probmaps.float(), out.logits.float()
         scal = {"presence": out.presence, "visibility": out.visibility, "oks": out.oks,
                 "presence_logits": out.presence_logits}
         res: dict[str, np.ndarray] = {}
-        if self.flip_test:
+        if self.kind == "probpose_dh":
+            res.update(self._collect_dual(out, b))
+        elif self.flip_test:
+            maps, logits = out.probmaps.float(), out.logits.float()
             res["probmaps"] = np32((maps[:b] + _flip_back(maps[b:])) / 2)
             res["logits"] = np32(logits[:b])
             res["logits_flipped"] = np32(_flip_back(logits[b:]))
-            for name, v in scal.items():
-                v = v.float()
-                res[name] = np32((v[:b] + _reindex(v[b:])) / 2)
         else:
-            res["probmaps"], res["logits"] = np32(maps), np32(logits)
-            for name, v in scal.items():
-                res[name] = np32(v.float())
+            res["probmaps"], res["logits"] = np32(out.probmaps.float()), np32(out.logits.float())
+        for name, v in scal.items():
+            v = v.float()
+            res[name] = np32((v[:b] + _reindex(v[b:])) / 2) if self.flip_test else np32(v)
         return res
+
+    def _collect_dual(self, out, b: int) -> dict[str, np.ndarray]:
+        """ProbPose-DH maps: both windows are centred on the crop, so ``dual_codec.flip_dual_maps`` un-mirrors
+        both exactly; each map is averaged with its mirror (as the official predict)."""
+        e, w, el, wl = (t.detach().float().cpu().numpy() for t in
+                        (out.expert_maps, out.wide_maps, out.expert_logits, out.wide_logits))
+        if not self.flip_test:
+            return {"probmaps": e, "wide_maps": w, "logits": el, "wide_logits": wl}
+        fe, fw = dual_codec.flip_dual_maps(e[b:], w[b:])
+        fel, fwl = dual_codec.flip_dual_maps(el[b:], wl[b:])
+        return {"probmaps": (e[:b] + fe) / 2, "wide_maps": (w[:b] + fw) / 2, "logits": el[:b], "wide_logits": wl[:b],
+                "logits_flipped": np.ascontiguousarray(fel), "wide_logits_flipped": np.ascontiguousarray(fwl)}
 
     # -------------------------------------------------------------------------------------------- decoding
 
@@ -441,30 +564,42 @@ class PosePredictor:
         """(N,K,64,48) flip-averaged maps at a sparsemax temperature (None: the model's), from the cached logits:
         mean(sparsemax(logits / T), sparsemax(logits_flipped / T)), times ``normalize``, clamped to [0, 1]."""
         out = self._need_outputs()
+        if out.is_dual:
+            return self.dual_maps_at(temperature)[0]
         if temperature is None or (out.kind == "probpose" and float(temperature) == out.temperature):
             return out.probmaps
         if out.kind != "probpose":
             raise ValueError("temperature applies to ProbPose probability maps only, not to heatmaps")
-        t = float(temperature)
-        if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        t = _check_temperature(temperature)
         if t not in self._retemp:
-            from probpose.models.probpose import sparsemax
-
-            def pm(logits: np.ndarray) -> torch.Tensor:
-                z = torch.from_numpy(logits)
-                n, k, hh, ww = z.shape
-                return sparsemax(z.reshape(n, k, hh * ww) / t, dim=-1).reshape(n, k, hh, ww)
-
-            with torch.inference_mode():
-                p = pm(out.logits)
-                if out.logits_flipped is not None:
-                    p = (p + pm(out.logits_flipped)) / 2
-                p = (p * out.normalize).clamp(0, 1)
-            if len(self._retemp) > 8:
-                self._retemp.clear()
-            self._retemp[t] = p.numpy()
+            self._remember(t, _retemper(out.logits, out.logits_flipped, t, out.normalize))
         return self._retemp[t]
+
+    def dual_maps_at(self, temperature: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """ProbPose-DH: (expert (N,K,64,48), wide (N,K,64,48)) flip-averaged maps; at a sparsemax temperature
+        recomputed from both branches' cached logits as ``probmaps_at`` does. Temperature applies only to models
+        built with ``normalize="sparsemax"``: the official DH maps (``"none"``, raw; ``"sigmoid"``) have none, and
+        a temperature other than None raises ValueError for them."""
+        out = self._need_outputs()
+        if not out.is_dual:
+            raise ValueError(f"dual_maps_at needs a ProbPose-DH model (kind 'probpose_dh'), this one is {out.kind!r}")
+        sparse = out.map_normalization == "sparsemax"
+        if temperature is None or (sparse and float(temperature) == out.temperature):
+            return out.expert_maps, out.wide_maps
+        if not sparse:
+            raise ValueError(f"temperature is not applicable to this ProbPose-DH model: its maps use "
+                             f"normalize={out.map_normalization!r} (heatmap-like, no sparsemax temperature); only "
+                             "models built with normalize='sparsemax' can be re-tempered. Pass temperature=None.")
+        t = _check_temperature(temperature)
+        if t not in self._retemp:
+            self._remember(t, (_retemper(out.logits, out.logits_flipped, t, 1.0),
+                               _retemper(out.wide_logits, out.wide_logits_flipped, t, 1.0)))
+        return self._retemp[t]
+
+    def _remember(self, t: float, value) -> None:
+        if len(self._retemp) > 8:
+            self._retemp.clear()
+        self._retemp[t] = value
 
     def predict(self, decoder: str = "expected_oks", presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD,
                 temperature: float | None = None) -> PoseResult:
@@ -475,8 +610,13 @@ class PosePredictor:
                 own DARK-UDP decoder for "expected_oks" (reported as "dark_udp").
             presence_threshold: ``present = presence >= threshold``.
             temperature: recompute ProbPose maps at this sparsemax temperature (calibration); None = model's.
-        Instance score: ProbPose: mean predicted OKS over keypoints with presence > 0.45 (official rescoring),
-            0 if none; heatmap baseline: mean of keypoint scores above 0.2 (mmpose ViTPose rescoring), 0 if none.
+                ProbPose-DH: only for ``normalize="sparsemax"`` models (see ``dual_maps_at``).
+        Instance score: ProbPose (and DH): mean predicted OKS over keypoints with presence > 0.45 (official
+            rescoring), 0 if none; heatmap baseline: mean of keypoint scores above 0.2 (mmpose ViTPose rescoring),
+            0 if none.
+        ProbPose-DH: both maps are decoded ("expected_oks": ``dual_codec.decode_dual`` with the model's spread;
+            "argmax": integer arg-max of each map) and merged per keypoint by the official box-mask rule;
+            the people carry the DH fields of ``PersonPose``.
         """
         out = self._need_outputs()
         if decoder not in DECODERS:
@@ -486,7 +626,11 @@ class PosePredictor:
             raise ValueError(f"presence_threshold must be in [0, 1], got {presence_threshold}")
         maps = self.probmaps_at(temperature)
         used = decoder
-        if decoder == "argmax":
+        dual = wide_windows = None
+        if out.is_dual:
+            dual = dec = self._decode_dual(*self.dual_maps_at(temperature), decoder)
+            wide_windows = dual_codec.window_in_image(out.out_padding, out.centers[:, None], out.scales[:, None])[:, 0]
+        elif decoder == "argmax":
             dec = codec.decode_argmax(maps)
         elif out.kind == "heatmap":
             dec, used = codec.decode_heatmaps(maps), "dark_udp"
@@ -500,7 +644,7 @@ class PosePredictor:
         windows = geometry.window_xyxy(out.centers, out.scales)
         people = []
         for i in range(out.num_people):
-            if out.kind == "probpose":
+            if out.kind in ("probpose", "probpose_dh"):
                 sel = out.presence[i] > RESCORE_PRESENCE_THRESHOLD
                 score = float(out.oks[i][sel].mean()) if sel.any() else 0.0
             else:
@@ -513,15 +657,66 @@ class PosePredictor:
                 visibility=out.visibility[i].astype(np.float64), oks=out.oks[i].astype(np.float64),
                 keypoint_scores=scores[i], in_image=in_image[i], probmaps=maps[i], score=score,
                 box_score=float(out.box_scores[i])))
+            if dual is not None:
+                c, s = out.centers[i], out.scales[i]
+                p = people[-1]
+                p.source = dual.source[i].copy()
+                p.expert_keypoints = geometry.input_to_image(dual.expert_keypoints[i], c, s)
+                p.wide_keypoints = geometry.input_to_image(dual.wide_keypoints[i], c, s)
+                p.wide_maps = self.dual_maps_at(temperature)[1][i]
+                p.wide_window = wide_windows[i]
+                p.map_paddings = (out.in_padding, out.out_padding)
+                p.map_spread = out.spread
+        tempered = out.kind == "probpose" or (out.is_dual and out.map_normalization == "sparsemax")
         return PoseResult(people=people, image_size=out.image_size, decoder=used, presence_threshold=thr,
-                          temperature=None if out.kind != "probpose" else (
+                          temperature=None if not tempered else (
                               out.temperature if temperature is None else float(temperature)),
                           model_name=self.model_name, kind=out.kind, flip_test=out.flip_test)
+
+    def _decode_dual(self, expert_maps: np.ndarray, wide_maps: np.ndarray, decoder: str) -> dual_codec.DualDecoded:
+        """Decode + merge both ProbPose-DH maps of all cached people (UDP input px)."""
+        out = self._need_outputs()
+        if decoder == "expected_oks":
+            return dual_codec.decode_dual(expert_maps, wide_maps, out.bbox_masks, out.in_padding, out.out_padding,
+                                          out.spread)
+        # "argmax": integer arg-max of each map, mapped with its window, then the same box-mask merge rule.
+        e, w = codec.decode_argmax(expert_maps), codec.decode_argmax(wide_maps)
+        e_xy = dual_codec.map_to_input(e.heatmap_xy, dual_codec.map_window(out.in_padding))
+        w_xy = dual_codec.map_to_input(w.heatmap_xy, dual_codec.map_window(out.out_padding))
+        use_expert = dual_codec._inside_mask(w_xy, out.bbox_masks)
+        return dual_codec.DualDecoded(keypoints=np.where(use_expert[..., None], e_xy, w_xy),
+                                      scores=np.where(use_expert, e.scores, w.scores),
+                                      source=np.where(use_expert, 0, 1).astype(np.int8), expert_keypoints=e_xy,
+                                      wide_keypoints=w_xy, expert_scores=e.scores, wide_scores=w.scores)
 
     def _need_outputs(self) -> NetworkOutputs:
         if self.outputs is None:
             raise RuntimeError("no image set: call set_image(image, boxes) first")
         return self.outputs
+
+
+def _check_temperature(temperature) -> float:
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    return t
+
+
+def _retemper(logits: np.ndarray, logits_flipped: np.ndarray | None, t: float, factor: float) -> np.ndarray:
+    """mean(sparsemax(logits / t), sparsemax(logits_flipped / t)) * factor, clamped to [0, 1] (flipped None: the
+    plain pass only). logits: (N,K,H,W) float32."""
+    from probpose.models.probpose import sparsemax
+
+    def pm(z: np.ndarray) -> torch.Tensor:
+        z = torch.from_numpy(np.ascontiguousarray(z))
+        n, k, hh, ww = z.shape
+        return sparsemax(z.reshape(n, k, hh * ww) / t, dim=-1).reshape(n, k, hh, ww)
+
+    with torch.inference_mode():
+        p = pm(logits)
+        if logits_flipped is not None:
+            p = (p + pm(logits_flipped)) / 2
+        return (p * factor).clamp(0, 1).numpy()
 
 
 def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

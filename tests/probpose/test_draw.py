@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probpose import geometry
+from probpose import dual_codec, geometry
 from probpose.draw import (
     ABSENT_COLOR,
     PAD_FILL,
+    WIDE_COLOR,
     WINDOW_COLOR,
     colorize_map,
     draw_credible_region,
@@ -16,7 +17,9 @@ from probpose.draw import (
     keypoint_color,
     overlay_map,
     padded_canvas,
+    pose_windows,
     warp_map_to_image,
+    warp_wide_map_to_image,
 )
 from probpose.inference import PersonPose
 
@@ -121,3 +124,65 @@ def test_overlay_and_credible_region_change_pixels():
     drawn = draw_credible_region(canvas, square, offset=(2, 0), color=(255, 255, 0))
     assert drawn[35, 37].sum() > 0 and (drawn[5, 5] == 0).all()
     assert (canvas == 0).all()  # input untouched
+
+
+def _dual_person(keypoints, source, box=(40.0, 20.0, 80.0, 100.0)) -> PersonPose:
+    p = _person(keypoints, np.ones(len(keypoints), bool), box)
+    p.source = np.asarray(source)
+    p.expert_keypoints = p.wide_keypoints = p.keypoints
+    p.wide_maps = p.probmaps.copy()
+    p.wide_window = dual_codec.window_in_image(1.25, p.center, p.scale)
+    p.map_paddings, p.map_spread = (1.0, 1.25), 2.0
+    return p
+
+
+def test_dual_person_draws_the_wide_window_and_wide_source_rings():
+    # Box 40x80 -> window S = (75, 100) about (60, 60): x 22.5..97.5, y 10..110; wide window 239/191 and 319/255
+    # of that: x 13.07..106.93, y -2.55..122.55, so the canvas pads ceil(2.55) + 10 = 13 px on top and
+    # ceil(122.55 - 119) + 10 = 14 px at the bottom.
+    img = np.zeros((120, 120, 3), np.uint8)
+    kp = np.full((17, 2), 60.0)
+    kp[9] = (16.0, 60.0)  # outside the activation window, inside the wide one
+    source = np.zeros(17, np.int8)
+    source[9] = 1
+    person = _dual_person(kp, source)
+    np.testing.assert_allclose(person.wide_window, [60 - 239 / 191 * 37.5, 60 - 319 / 255 * 50,
+                                                    60 + 239 / 191 * 37.5, 60 + 319 / 255 * 50])
+    assert person.is_dual
+    canvas = draw_poses(img, [person], thickness=1, radius=3)
+    np.testing.assert_array_equal(pose_windows([person]), [person.window, person.wide_window])
+    _, off = padded_canvas(img, pose_windows([person]))
+    np.testing.assert_array_equal(off, [0, 13])
+    assert canvas.shape == (13 + 120 + 14, 120, 3)
+    # Dashed cyan edges: about half of each edge's pixels are the exact colour.
+    top = int(round(person.wide_window[1] + off[1]))
+    x0, x1 = np.round(person.wide_window[[0, 2]]).astype(int)
+    on = (canvas[top, x0:x1 + 1] == WIDE_COLOR).all(-1).mean()
+    assert 0.3 < on < 0.8
+    left = (canvas[20:120, x0] == WIDE_COLOR).all(-1).mean()
+    assert 0.3 < left < 0.8
+    # Cyan ring (radius 3 + 2 + 1) around the wide-map keypoint only.
+    cx, cy = 16, 60 + off[1]
+    ring = canvas[cy - 7:cy + 8, cx - 7:cx + 8].reshape(-1, 3)
+    assert (ring == keypoint_color(9)).all(-1).any() and (np.abs(ring.astype(int) - WIDE_COLOR).sum(-1) < 60).any()
+    no_ring = draw_poses(img, [person], thickness=1, radius=3, show_source=False, show_wide_windows=False)
+    ring = no_ring[cy - 7:cy + 8, cx - 7:cx + 8].reshape(-1, 3)
+    assert not (np.abs(ring.astype(int) - WIDE_COLOR).sum(-1) < 60).any()
+    assert not (no_ring[top, x0:x1 + 1] == WIDE_COLOR).all(-1).any()
+
+
+def test_warp_wide_map_to_image_uses_the_wide_window():
+    c, s = np.array([60.0, 70.0]), np.array([191.0, 255.0])  # 1 input px = 1 image px
+    win = dual_codec.window_in_image(1.25, c, s)  # input -24 .. 215 / -32 .. 287 -> image x -59.5 .. 179.5
+    np.testing.assert_allclose(win, [60 - 95.5 - 24, 70 - 127.5 - 32, 60 - 95.5 + 215, 70 - 127.5 + 287])
+    m = np.zeros((64, 48), np.float32)
+    m[63, 47] = 1.0  # the last map pixel sits on the window's bottom-right corner
+    out = warp_wide_map_to_image(m, win, (200, 240), offset=(0.5, 0.5))
+    assert out[230, 180] == pytest.approx(1.0, abs=1e-5)  # image (179.5, 229.5) + offset 0.5
+    m[...] = 0
+    m[21, 15] = 1.0  # map px (15, 21) -> input (15*239/47 - 24, 21*319/63 - 32) = (52.28, 74.33)
+    out = warp_wide_map_to_image(m, win, (200, 240))
+    x, y = 60 - 95.5 + 15 * 239 / 47 - 24, 70 - 127.5 + 21 * 319 / 63 - 32
+    yi, xi = np.unravel_index(np.argmax(out), out.shape)
+    assert abs(xi - x) <= 0.5 and abs(yi - y) <= 0.5
+    assert out[yi, xi] > 0.8  # <= 0.5 image px from the peak is <= 0.1 map px: bilinear value >= 0.81

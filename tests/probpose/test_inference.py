@@ -238,3 +238,151 @@ def test_fast_paths_and_errors(val_cases, tiny_probpose):
         p = PosePredictor(tiny_probpose, device="cpu")
         p.set_image(image, boxes[:1])
         p.predict(decoder="soft")
+
+
+# ----------------------------------------------------------------------------------------------- ProbPose-DH
+
+
+@pytest.fixture(scope="module")
+def tiny_dh():
+    from probpose.models.dual import probpose_test_dh
+
+    torch.manual_seed(0)
+    return probpose_test_dh().eval()
+
+
+def test_dual_pipeline_on_real_image_with_gt_boxes(val_cases, tiny_dh):
+    from probpose import dual_codec
+
+    image, boxes = val_cases[0]
+    h, w = image.shape[:2]
+    model = CountingModel(tiny_dh)
+    predictor = PosePredictor(model, device="cpu", batch_size=8)
+    out = predictor.set_image(image, boxes)
+    n = len(boxes)
+    assert model.calls == 1 and model.crops == 2 * n  # plain + mirrored crops in one batch
+    assert out.kind == "probpose_dh" and out.is_dual and out.map_normalization == "none"
+    assert out.expert_maps.shape == out.wide_maps.shape == (n, 17, 64, 48) and out.probmaps is out.expert_maps
+    assert out.wide_logits.shape == out.wide_logits_flipped.shape == (n, 17, 64, 48)
+    assert out.bbox_masks.shape == (n, 256, 192) and out.bbox_masks.dtype == bool
+    for i in range(n):
+        np.testing.assert_array_equal(out.bbox_masks[i], dual_codec.bbox_mask(out.boxes[i], out.centers[i],
+                                                                              out.scales[i], (w, h)))
+    results = [predictor.predict(), predictor.predict(decoder="argmax"), predictor.predict(presence_threshold=0.9)]
+    assert model.calls == 1  # re-decoding never runs the network
+    for result in results:
+        assert result.kind == "probpose_dh" and result.temperature is None and len(result.people) == n
+        for p in result.people:
+            c, s = p.center, p.scale
+            # Wide window, hand-derived: input px -24 .. 215 (x), -32 .. 287 (y) through the UDP scale S / (in - 1).
+            np.testing.assert_allclose(p.wide_window[2:] - p.wide_window[:2], [239 / 191 * s[0], 319 / 255 * s[1]])
+            np.testing.assert_allclose((p.wide_window[:2] + p.wide_window[2:]) / 2, c)
+            assert np.all(p.wide_window[:2] < p.window[:2]) and np.all(p.wide_window[2:] > p.window[2:])
+            assert p.source.shape == (17,) and set(np.unique(p.source)) <= {0, 1}
+            assert p.wide_maps.shape == p.probmaps.shape == (17, 64, 48)
+            np.testing.assert_allclose(p.keypoints, np.where(p.source[:, None] == 0, p.expert_keypoints,
+                                                             p.wide_keypoints))
+            tol = p.wide_window[2:] - p.wide_window[:2]
+            assert np.all(p.wide_keypoints >= p.wide_window[:2] - tol / 47)
+            assert np.all(p.wide_keypoints <= p.wide_window[2:] + tol / 47)
+            assert np.all(p.expert_keypoints >= p.window[:2] - s / 47)
+            assert np.all(p.expert_keypoints <= p.window[2:] + s / 47)
+            sel = p.presence > RESCORE_PRESENCE_THRESHOLD
+            assert p.score == pytest.approx(p.oks[sel].mean() if sel.any() else 0.0)
+    d = json.loads(json.dumps(results[0].to_json(), allow_nan=False))
+    person = d["people"][0]
+    assert len(person["source"]) == 17 and len(person["wide_window"]) == 4 and len(person["wide_keypoints"]) == 17
+    with pytest.raises(ValueError, match="not applicable"):
+        predictor.predict(temperature=0.7)
+    assert model.calls == 1
+
+
+def test_dual_flip_test_averages_both_maps(val_cases, tiny_dh):
+    from probpose.codec import flip_maps
+
+    image, boxes = val_cases[0]
+    out = PosePredictor(tiny_dh, device="cpu").set_image(image, boxes[:2])
+    crops = [geometry.warp_image(image, geometry.udp_warp_matrix(c, s)) for c, s in zip(out.centers, out.scales, strict=True)]
+    x = (np.stack(crops).astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        plain, mirrored = tiny_dh(x), tiny_dh(x.flip(-1))
+    for mine, a, b in ((out.expert_maps, plain.expert_maps, mirrored.expert_maps),
+                       (out.wide_maps, plain.wide_maps, mirrored.wide_maps)):
+        np.testing.assert_allclose(mine, (a.numpy() + flip_maps(b.numpy())) / 2, atol=1e-5)
+    idx = list(FLIP_INDICES)
+    np.testing.assert_allclose(out.presence, (plain.presence.numpy() + mirrored.presence.numpy()[:, idx]) / 2,
+                               atol=1e-6)
+    np.testing.assert_allclose(out.wide_logits_flipped, flip_maps(mirrored.wide_logits.numpy()), atol=1e-5)
+
+
+def _one_hot(x: int, y: int) -> np.ndarray:
+    m = np.zeros((64, 48), np.float32)
+    m[y, x] = 1.0
+    return m
+
+
+def test_dual_merge_takes_the_wide_map_outside_the_box(tiny_dh):
+    from probpose.draw import WIDE_COLOR, draw_poses, padded_canvas, pose_windows
+
+    # Box 80x160 -> 3:4 window 120x160 -> x1.25: S = (150, 200) about (100, 120); window x 25..175, y 20..220.
+    image = np.full((240, 200, 3), 90, np.uint8)
+    predictor = PosePredictor(tiny_dh, device="cpu")
+    out = predictor.set_image(image, [[60.0, 40.0, 140.0, 200.0]])
+    np.testing.assert_allclose(out.centers[0], [100, 120])
+    np.testing.assert_allclose(out.scales[0], [150, 200])
+    out.expert_maps[0] = 0.0  # probmaps is the same array
+    out.wide_maps[0] = 0.0
+    # Wide map px -> input px: x * 239/47 - 24, y * 319/63 - 32; input -> image: 25 + u * 150/191, 20 + v * 200/255.
+    out.wide_maps[0, 9] = _one_hot(4, 32)  # input (-3.66, 130.03): left of the crop -> wide map
+    out.expert_maps[0, 9] = _one_hot(24, 32)
+    out.wide_maps[0, 0] = _one_hot(24, 20)  # input (98.04, 69.27): in the crop and on the box -> expert map
+    out.expert_maps[0, 0] = _one_hot(10, 12)  # heatmap px (10, 12) -> image (25 + 10*150/47, 20 + 12*200/63)
+    out.wide_maps[0, 5] = _one_hot(10, 20)  # input (26.85, 69.27): in the crop but left of the box (u < 44.6)
+    # One-hot maps >= 4 px from the border (E is symmetric there): both decoders give the pixel itself.
+    for decoder in ("expected_oks", "argmax"):
+        p = predictor.predict(decoder=decoder).people[0]
+        wrist = (25 + (4 * 239 / 47 - 24) * 150 / 191, 20 + (32 * 319 / 63 - 32) * 200 / 255)
+        np.testing.assert_allclose(p.keypoints[9], wrist, atol=1e-9)
+        assert p.source[9] == 1 and p.keypoints[9, 0] < p.window[0] and p.keypoints[9, 0] > p.wide_window[0]
+        np.testing.assert_allclose(p.keypoints[0], (25 + 10 * 150 / 47, 20 + 12 * 200 / 63), atol=1e-9)
+        np.testing.assert_allclose(p.wide_keypoints[0], (25 + (24 * 239 / 47 - 24) * 150 / 191,
+                                                         20 + (20 * 319 / 63 - 32) * 200 / 255), atol=1e-9)
+        assert p.source[0] == 0
+        assert p.source[5] == 1 and p.window[0] < p.keypoints[5, 0] < p.box[0]
+        np.testing.assert_allclose(p.keypoints[5, 0], 25 + (10 * 239 / 47 - 24) * 150 / 191, atol=1e-9)
+    # Raw maps are clipped at 0 and normalised before a credible region: mass 0.6 / 0.4 on two pixels.
+    out.wide_maps[0, 9] = -0.1
+    out.wide_maps[0, 9, 32, 4], out.wide_maps[0, 9, 32, 5] = 0.6, 0.4
+    p = predictor.predict().people[0]
+    region = p.credible_region(9, 0.5, which="wide")
+    assert region.area_heatmap == 1 and region.mass == pytest.approx(0.6)
+    np.testing.assert_allclose(region.outlines[0][0], wrist, atol=1e-9)
+    assert region.area_image == pytest.approx((239 / 47 * 150 / 191) * (319 / 63 * 200 / 255))
+    assert p.map_distribution(9, "wide").sum() == pytest.approx(1.0)
+    assert p.expected_oks_map(9, "wide").shape == (64, 48)
+    # Drawing: the canvas pads for the wide window (it reaches y = 120 - 125.1 < 0, the activation window does not).
+    canvas = draw_poses(image, [p], thickness=1)
+    pad, off = padded_canvas(image, pose_windows([p]))
+    assert canvas.shape == pad.shape and off[1] > 0 and padded_canvas(image, [p.window])[1][1] == 0
+    assert (canvas == WIDE_COLOR).all(axis=-1).sum() > 100
+
+
+def test_dual_sparsemax_retemperature(val_cases, tiny_dh):
+    from probpose.models.dual import probpose_test_dh
+
+    image, boxes = val_cases[0]
+    torch.manual_seed(0)
+    model = CountingModel(probpose_test_dh(normalize="sparsemax").eval())
+    predictor = PosePredictor(model, device="cpu")
+    out = predictor.set_image(image, boxes[:1])
+    np.testing.assert_allclose(out.wide_maps.sum((-1, -2)), 1.0, atol=1e-4)
+    t = 0.8
+    expert, wide = predictor.dual_maps_at(t)
+    z, zf = out.wide_logits[0, 4].ravel() / t, out.wide_logits_flipped[0, 4].ravel() / t
+    expected = (_sparsemax_np(z.astype(np.float64)) + _sparsemax_np(zf.astype(np.float64))) / 2
+    np.testing.assert_allclose(wide[0, 4].ravel(), expected, atol=1e-5)
+    assert predictor.probmaps_at(t) is expert
+    result = predictor.predict(temperature=t)
+    assert result.temperature == t and model.calls == 1
+    np.testing.assert_allclose(result.people[0].wide_maps, wide[0])
