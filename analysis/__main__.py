@@ -1,4 +1,4 @@
-"""``python -m analysis {evaluate,cropcoco,compare}``: see docs/analysis.md."""
+"""``python -m analysis {evaluate,cropcoco,compare,precompute}``: see docs/analysis.md."""
 
 from __future__ import annotations
 
@@ -92,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--weights", default=None, help="ProbPose checkpoint (default: embedded)")
     cp.add_argument("--baseline-weights", default=None, help="heatmap baseline checkpoint (default: embedded)")
     _add_common(cp)
+    pc = sub.add_parser("precompute", help="write the app's analysis/precomputed/ (calibration, sweep, cases)")
+    pc.add_argument("--weights", default=None, help="ProbPose checkpoint (default: embedded)")
+    pc.add_argument("--baseline-weights", default=None, help="heatmap baseline checkpoint (default: embedded)")
+    pc.add_argument("--data", default=None, help="val image folder (default: ../shared/data/coco_subset/val2017)")
+    pc.add_argument("--ann", default=None, help="its COCO person-keypoint JSON (default: the shared val JSON)")
+    pc.add_argument("--out", default="analysis/precomputed", help="output folder (default analysis/precomputed)")
+    pc.add_argument("--max-people", type=int, default=None, help="people in the seeded subset (default: all)")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--trusted", action="store_true", help="allow unpickling a .pth checkpoint you trust")
     args = ap.parse_args(argv)
     try:
         return _dispatch(args)
@@ -122,6 +131,8 @@ def _dispatch(args) -> int:
             print("  " + m)
         return 0
 
+    if args.cmd == "precompute":
+        return _precompute(args)
     out = Path(args.out)
     coco = load_coco(args.ann)
     if coco.issues:
@@ -147,6 +158,25 @@ def _dispatch(args) -> int:
                                                    f"{name} CropCOCO")}
     write_comparison(out, metrics, SMALL_SAMPLE_NOTE)
     print(comparison_markdown(comparison_rows(metrics), SMALL_SAMPLE_NOTE))
+    return 0
+
+
+def _precompute(args) -> int:
+    from tqdm import tqdm
+
+    from analysis.precompute import precompute_all
+
+    models = (_load_model(args.weights, "probpose", args.trusted),
+              _load_model(args.baseline_weights, "heatmap", args.trusted))
+    with tqdm(total=100, desc="precompute", unit="%") as bar:
+        def progress(fraction: float, text: str = "") -> None:
+            bar.set_postfix_str(text)
+            bar.update(round(100 * fraction) - bar.n)
+
+        paths = precompute_all(args.out, *models, data_dir=args.data, ann=args.ann, max_people=args.max_people,
+                               seed=args.seed, progress=progress,
+                               command="python -m analysis " + " ".join(sys.argv[1:]))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -879,37 +879,32 @@ def _metrics_files() -> dict[str, dict]:
 
 def calibration_from_metrics(metrics: dict) -> dict | None:
     """The analysis package's metrics['calibration'] -> the app's calibration view data."""
-    cal = (metrics or {}).get("calibration") or {}
-    maps, pres = cal.get("maps") or {}, cal.get("presence") or {}
-    if not maps and not pres:
-        return None
-    out = {"description": f"Model: {metrics.get('model', '?')}; temperatures fitted on half of the images and "
-                          "evaluated on the other half."}
-    if maps:
-        out["maps"] = {"temperature": maps.get("temperature_fitted"),
-                       "before": {**(maps.get("coverage_before") or {}), "ece": maps.get("coverage_ece_before")},
-                       "after": {**(maps.get("coverage_after") or {}), "ece": maps.get("coverage_ece_after")}}
-    if "reliability_before" in pres:
-        out["presence"] = {"temperature": pres.get("temperature"),
-                           "before": {**pres["reliability_before"], "ece": pres.get("ece_before")},
-                           "after": {**pres["reliability_after"], "ece": pres.get("ece_after")}}
-    return out
+    from analysis.precompute import calibration_view
+
+    return calibration_view(metrics)
 
 
 def sweep_from_metrics(by_model: dict[str, dict]) -> dict | None:
-    models = {}
-    for name, m in by_model.items():
-        sw = m.get("sweep")
-        if sw:
-            models[name] = {"thresholds": sw["thresholds"], "mAP": sw["ap"], "Ex-mAP": sw["ex_ap"],
-                            "presence_error": sw["presence_error"]}
-    return {"models": models} if models else None
+    from analysis.precompute import sweep_view
+
+    return sweep_view({name: m.get("sweep") for name, m in by_model.items()})
+
+
+def load_latest(name: str) -> dict | None:
+    """``name`` from analysis/precomputed/, or the app's own ``recomputed_<name>`` when that is newer (so the
+    table, the case view and a page reload all show the last recompute)."""
+    paths = [p for p in (PRECOMPUTED_DIR / name, PRECOMPUTED_DIR / f"recomputed_{name}") if p.is_file()]
+    for path in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True):
+        data = load_precomputed(path.name)
+        if data:
+            return data
+    return None
 
 
 def calibration_views(data: dict | None = None):
     """(info markdown, maps coverage figure, presence reliability figure, ECE table) from calibration.json."""
     if data is None:
-        data = load_precomputed("calibration.json")
+        data = load_latest("calibration.json")
         data = data or calibration_from_metrics(_metrics_files().get("probpose", {}))
     if not data:
         msg = ("No precomputed calibration results in `analysis/precomputed/calibration.json` yet. Press "
@@ -968,7 +963,7 @@ def sweep_figure(data: dict) -> go.Figure:
 def sweep_views(data: dict | None = None):
     """(info markdown, curves figure) from sweep.json."""
     if data is None:
-        data = load_precomputed("sweep.json") or sweep_from_metrics(_metrics_files())
+        data = load_latest("sweep.json") or sweep_from_metrics(_metrics_files())
     if not data:
         return ("No precomputed sweep in `analysis/precomputed/sweep.json` yet. Press **Recompute** to run it on "
                 "a small subset.", _empty_figure("no sweep results"))
@@ -999,7 +994,7 @@ def _case_error(c: dict) -> float:
 
 def cropcoco_table(model: str = "probpose", data: dict | None = None):
     """(info markdown, table) of the CropCOCO cases ranked by Ex-OKS error, worst first."""
-    data = data if data is not None else load_precomputed("cropcoco_cases.json")
+    data = data if data is not None else load_latest("cropcoco_cases.json")
     cases = sorted(_cases(data, model), key=_case_error, reverse=True)
     if not cases:
         return ("No precomputed CropCOCO cases in `analysis/precomputed/cropcoco_cases.json` yet. Press "
@@ -1010,19 +1005,65 @@ def cropcoco_table(model: str = "probpose", data: dict | None = None):
              round(1.0 - _case_error(c), 4), round(_case_error(c), 4)] for i, c in enumerate(cases)]
     info = (f"**CropCOCO explorer** ({model}): {len(cases)} people ranked by Ex-OKS error (1 - Ex-OKS), worst "
             "first. Ground truth is white, the prediction is coloured by presence; keypoints outside the crop "
-            "lie on the grey padding." + (f" {desc}" if desc else ""))
+            "lie on the grey padding." + (f" {desc}" if desc else "") + _data_note(data, cases))
     return info, {"headers": ["rank", "image", "Ex-OKS", "error"], "data": rows}
 
 
-def _case_image_path(c: dict) -> Path | None:
+def _case_image_path(c: dict, data: dict | None = None) -> Path | None:
+    """A file holding the case's image as evaluated: an explicit path, or the generated CropCOCO crop when its
+    folder is still there (it lives in a temporary cache)."""
+    root = _pick(_pick(data or {}, "data", default={}), "cropcoco_root")
     p = _pick(c, "image_path", "path", "file_name", "image")
     if p is None:
         return None
     path = Path(str(p))
-    for cand in (path, PRECOMPUTED_DIR / path, REPO_ROOT / path, SHARED_DATA / path):
+    for cand in (path, PRECOMPUTED_DIR / path, REPO_ROOT / path, SHARED_DATA / path,
+                 *([Path(root) / "val2017" / path] if root else [])):
         if cand.is_file():
             return cand
     return None
+
+
+def _source_image_path(c: dict, data: dict | None) -> Path | None:
+    """The val image a CropCOCO case was cut from (relative to the shared data folder)."""
+    src, folder = _pick(c, "source_file_name"), _pick(_pick(data or {}, "data", default={}), "images")
+    if not src or not folder:
+        return None
+    for cand in (SHARED_DATA / folder / src, Path(folder) / src):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def case_image(c: dict, data: dict | None = None) -> tuple[np.ndarray | None, str]:
+    """(the case's image, note). CropCOCO crops are re-created from the shared val image and the stored crop
+    rectangle; without the data a blank canvas of the crop's size is used so GT and prediction still show."""
+    crop = _pick(c, "crop_xywh")
+    src = _source_image_path(c, data) if crop else None
+    if src is not None:
+        image, _ = load_input_image(str(src))
+        x, y, w, h = (int(v) for v in crop)
+        return image[y:y + h, x:x + w], ""
+    path = _case_image_path(c, data)
+    if path is not None:
+        image, _ = load_input_image(str(path))
+        return image, ""
+    w, h = _pick(c, "width"), _pick(c, "height")
+    folder = _pick(_pick(data or {}, "data", default={}), "images", default="the evaluation images")
+    note = (f" The image is not on this machine (`{SHARED_DATA / str(folder)}` is absent, e.g. on a Space without "
+            "../shared/data), so GT and prediction are drawn on a blank canvas of the crop's size.")
+    if w and h:
+        return np.full((int(h), int(w), 3), 235, np.uint8), note
+    return None, note
+
+
+def _data_note(data: dict | None, cases: list[dict]) -> str:
+    if not cases or _pick(cases[0], "crop_xywh", "source_file_name") is None:
+        return ""
+    if _source_image_path(cases[0], data) is not None or _case_image_path(cases[0], data) is not None:
+        return ""
+    return (f" **The shared data is absent** (`{SHARED_DATA}`): the table and error plots come from the "
+            "precomputed results; case drawings use a blank canvas. Set `PROBPOSE_SHARED_DATA` to show the photos.")
 
 
 def draw_case(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, presence: np.ndarray, threshold: float,
@@ -1073,28 +1114,32 @@ def cropcoco_case(model: str = "probpose", rank: int | float = 0, data: dict | N
 
 
 def _cropcoco_case(model: str, rank, data: dict | None):
-    data = data if data is not None else load_precomputed("cropcoco_cases.json")
+    data = data if data is not None else load_latest("cropcoco_cases.json")
     cases = sorted(_cases(data, model), key=_case_error, reverse=True)
     if not cases:
         return None, _empty_figure("no cases"), "No cases yet (see above)."
     i = person_index(rank, len(cases))
     c = cases[i]
-    path = _case_image_path(c)
+    image, note = case_image(c, data)
     gt = np.asarray(_pick(c, "gt_keypoints", "gt", default=np.zeros((NUM_KEYPOINTS, 3))), dtype=float)
     pred = np.asarray(_pick(c, "pred_keypoints", "keypoints", "pred", default=np.zeros((NUM_KEYPOINTS, 2))), float)
     presence = np.asarray(_pick(c, "presence", default=np.ones(NUM_KEYPOINTS)), dtype=float)
     err = np.asarray(_pick(c, "per_keypoint_error", "keypoint_errors", default=np.full(NUM_KEYPOINTS, np.nan)),
                      dtype=float)
     drawing = None
-    if path is not None:
-        image, _ = load_input_image(str(path))
+    if image is not None:
         thr = float(_pick(c, "threshold", default=_pick(data, "threshold", default=DEFAULT_PRESENCE_THRESHOLD)))
         drawing = draw_case(image, gt.reshape(-1, 3), pred.reshape(NUM_KEYPOINTS, -1)[:, :2], presence, thr,
                             box_xywh=_pick(c, "bbox", "box_xywh"))
-    fig = go.Figure(go.Bar(x=_NAMES, y=err, marker_color="#d62728"))
+    labels = _pick(c, "labels", default=[""] * NUM_KEYPOINTS)
+    fig = go.Figure(go.Bar(x=_NAMES, y=err, marker_color="#d62728", hovertext=labels))
     fig.update_layout(height=320, yaxis_title="1 - keypoint Ex-OKS similarity", margin=dict(l=50, r=10, t=20, b=80))
-    md = (f"Case {i} of {len(cases)}: `{_pick(c, 'file_name', 'image', 'image_id', default='?')}`, "
-          f"Ex-OKS {1 - _case_error(c):.3f}.")
+    src = _pick(c, "source_file_name")
+    crop = _pick(c, "crop_xywh")
+    md = (f"Case {i} of {len(cases)}: `{_pick(c, 'file_name', 'image', 'image_id', default='?')}`"
+          + (f" (crop x,y,w,h = {crop} of `{src}`)" if src and crop else "")
+          + f", Ex-OKS {1 - _case_error(c):.3f}" + (f", OKS {c['oks']:.3f}" if _pick(c, "oks") is not None else "")
+          + "." + (f" What went wrong: {c['problems']}." if _pick(c, "problems") else "") + note)
     return drawing, fig, md
 
 

@@ -40,6 +40,7 @@ def served(tmp_path_factory, coco_val):
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
     app.H.PRECOMPUTED_DIR = Path(env["PROBPOSE_PRECOMPUTED"])  # read at import of the handlers module
+    app.H.RECOMPUTE_PEOPLE = 3  # the Recompute endpoints really run the analysis: keep it to a few people
     app.H.clear_model_cache()
     _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
                                 allowed_paths=app.H.allowed_paths())
