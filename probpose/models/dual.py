@@ -10,7 +10,7 @@ head applies an optional sigmoid only (``normalize='none'``, its default). See d
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from probpose.models.probpose import (
     run_scalar_branch,
     sparsemax,
 )
-from probpose.models.vit import VisionTransformer, ViTConfig
+from probpose.models.vit import HeadConfigMixin, VisionTransformer, ViTConfig
 
 __all__ = [
     "MAP_NORMALIZATIONS",
@@ -48,7 +48,7 @@ MAP_NORMALIZATIONS = ("none", "sigmoid", "sparsemax")
 
 
 @dataclass(frozen=True)
-class DualProbPoseConfig:
+class DualProbPoseConfig(HeadConfigMixin):
     """Architecture of a ProbPose-DH model (and the window geometry of its two maps, which the codec needs).
 
     in_padding / out_padding: the expert / wide map spans the input crop scaled by this factor about its centre
@@ -69,9 +69,7 @@ class DualProbPoseConfig:
     freeze_error: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.backbone, dict):
-            object.__setattr__(self, "backbone", ViTConfig.from_dict(self.backbone))
-        object.__setattr__(self, "deconv_channels", tuple(int(c) for c in self.deconv_channels))
+        self._normalize_fields()
         hp, wp = self.backbone.grid_size
         if hp % 4 or wp % 4:
             raise ValueError(f"the scalar branches pool the {hp}x{wp} token grid to 4x4; both sides must be "
@@ -87,27 +85,8 @@ class DualProbPoseConfig:
             raise ValueError(f"spread must be > 0, got {self.spread}")
 
     @property
-    def heatmap_size(self) -> tuple[int, int]:
-        """(H, W) of both maps: the token grid upsampled 2x per deconv layer."""
-        hp, wp = self.backbone.grid_size
-        f = 2 ** len(self.deconv_channels)
-        return hp * f, wp * f
-
-    @property
     def scalar_channels(self) -> int:
         return self.branch_channels or self.backbone.embed_dim
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["backbone"] = self.backbone.to_dict()
-        d["deconv_channels"] = list(self.deconv_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DualProbPoseConfig:
-        d = dict(d)
-        d["backbone"] = ViTConfig.from_dict(d["backbone"])
-        return cls(**d)
 
 
 @dataclass

@@ -6,14 +6,14 @@ Same backbone as ProbPose; `head.deconv_layers` (2 x [ConvTranspose k4 s2 p1 no 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from probpose.constants import NUM_KEYPOINTS
 from probpose.models.probpose import check_input, init_head_weights, make_deconv_layers
-from probpose.models.vit import VisionTransformer, ViTConfig
+from probpose.models.vit import HeadConfigMixin, VisionTransformer, ViTConfig
 
 __all__ = [
     "HeatmapConfig",
@@ -30,7 +30,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class HeatmapConfig:
+class HeatmapConfig(HeadConfigMixin):
     """Architecture of the heatmap baseline."""
 
     backbone: ViTConfig = field(default_factory=ViTConfig)
@@ -39,27 +39,8 @@ class HeatmapConfig:
     deconv_kernel: int = 4
 
     def __post_init__(self) -> None:
-        if isinstance(self.backbone, dict):
-            object.__setattr__(self, "backbone", ViTConfig.from_dict(self.backbone))
-        object.__setattr__(self, "deconv_channels", tuple(int(c) for c in self.deconv_channels))
+        self._normalize_fields()
 
-    @property
-    def heatmap_size(self) -> tuple[int, int]:
-        hp, wp = self.backbone.grid_size
-        f = 2 ** len(self.deconv_channels)
-        return hp * f, wp * f
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["backbone"] = self.backbone.to_dict()
-        d["deconv_channels"] = list(self.deconv_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> HeatmapConfig:
-        d = dict(d)
-        d["backbone"] = ViTConfig.from_dict(d["backbone"])
-        return cls(**d)
 
 
 @dataclass

@@ -6,14 +6,14 @@ State-dict keys equal the official mmpose ones (`backbone.*`, `head.deconv_layer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from probpose.constants import NUM_KEYPOINTS
 from probpose.errors import ProbPoseError
-from probpose.models.vit import VisionTransformer, ViTConfig
+from probpose.models.vit import HeadConfigMixin, VisionTransformer, ViTConfig
 
 __all__ = [
     "ModelInputError",
@@ -85,7 +85,7 @@ def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ProbPoseConfig:
+class ProbPoseConfig(HeadConfigMixin):
     """Architecture of a ProbPose model. `branch_channels=None` means embed_dim (the official layout)."""
 
     backbone: ViTConfig = field(default_factory=ViTConfig)
@@ -98,9 +98,7 @@ class ProbPoseConfig:
     freeze_error: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.backbone, dict):
-            object.__setattr__(self, "backbone", ViTConfig.from_dict(self.backbone))
-        object.__setattr__(self, "deconv_channels", tuple(int(c) for c in self.deconv_channels))
+        self._normalize_fields()
         hp, wp = self.backbone.grid_size
         if hp % 4 or wp % 4:
             raise ValueError(f"the scalar branches pool the {hp}x{wp} token grid to 4x4; both sides must be "
@@ -109,27 +107,8 @@ class ProbPoseConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     @property
-    def heatmap_size(self) -> tuple[int, int]:
-        """(H, W) of the probability maps: the token grid upsampled 2x per deconv layer."""
-        hp, wp = self.backbone.grid_size
-        f = 2 ** len(self.deconv_channels)
-        return hp * f, wp * f
-
-    @property
     def scalar_channels(self) -> int:
         return self.branch_channels or self.backbone.embed_dim
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["backbone"] = self.backbone.to_dict()
-        d["deconv_channels"] = list(self.deconv_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ProbPoseConfig:
-        d = dict(d)
-        d["backbone"] = ViTConfig.from_dict(d["backbone"])
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------------------------- output

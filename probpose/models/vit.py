@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ViTConfig", "VisionTransformer", "patch_grid"]
+__all__ = ["ViTConfig", "VisionTransformer", "HeadConfigMixin", "patch_grid"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,36 @@ class ViTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ViTConfig:
         return cls(**d)
+
+
+class HeadConfigMixin:
+    """Shared by the frozen model configs that hold a ViT `backbone` and a `deconv_channels` map path.
+
+    Gives JSON round trips (`to_dict` / `from_dict`) and the map size; `_normalize_fields` makes a config built
+    from JSON (dict backbone, list channels) equal to one built in code.
+    """
+
+    def _normalize_fields(self) -> None:
+        if isinstance(self.backbone, dict):
+            object.__setattr__(self, "backbone", ViTConfig.from_dict(self.backbone))
+        object.__setattr__(self, "deconv_channels", tuple(int(c) for c in self.deconv_channels))
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """(H, W) of the maps: the token grid upsampled 2x per deconv layer."""
+        hp, wp = self.backbone.grid_size
+        f = 2 ** len(self.deconv_channels)
+        return hp * f, wp * f
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["backbone"] = self.backbone.to_dict()
+        d["deconv_channels"] = list(self.deconv_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**dict(d))
 
 
 def patch_grid(size_hw: tuple[int, int], patch_size: int, padding: int) -> tuple[int, int]:
