@@ -11,37 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.coco_io import load_coco  # noqa: E402
+from analysis.coco_io import load_coco, noisy_results  # noqa: E402
 from analysis.cocoeval import pycocotools_keypoint_ap  # noqa: E402
 from analysis.exoks import EvalParams, evaluate_keypoints  # noqa: E402
 
 K = 17
-
-
-def synthetic_results(cs, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    res = []
-    for a in cs.annotations:
-        if a["iscrowd"]:
-            continue
-        kp = np.array(a["keypoints"], float).reshape(K, 3)
-        x, y, w, h = a["bbox"]
-        kp[:, 0] = np.where(kp[:, 2] > 0, kp[:, 0], x + w / 2) + rng.normal(0, 0.04 * max(w, 1), K)
-        kp[:, 1] = np.where(kp[:, 2] > 0, kp[:, 1], y + h / 2) + rng.normal(0, 0.04 * max(h, 1), K)
-        kp[:, 2] = rng.uniform(0, 1, K)
-        res.append({"image_id": a["image_id"], "category_id": 1, "keypoints": kp.ravel().tolist(),
-                    "score": float(rng.uniform()), "bbox": a["bbox"]})
-    for r in list(res[: len(res) // 5]):
-        kp = np.array(r["keypoints"])
-        kp[0::3] += 40
-        res.append({**r, "keypoints": kp.tolist(), "score": float(rng.uniform())})
-    return res
 
 
 def main() -> None:
@@ -51,7 +30,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     cs = load_coco(args.ann)
-    res = synthetic_results(cs)
+    res = noisy_results(cs, extra=len(cs.annotations) // 5)
     cases = {
         "native standard (= pycocotools AP)": lambda: evaluate_keypoints(cs.dataset, res),
         "native Ex-OKS (thr 0.5, 3 visibility levels)": lambda: evaluate_keypoints(

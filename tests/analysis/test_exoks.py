@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from analysis.coco_io import coco_from_dict, load_coco
+from analysis.coco_io import coco_from_dict, load_coco, noisy_results
 from analysis.cocoeval import pycocotools_keypoint_ap
 from analysis.exoks import (
     EvalParams,
@@ -140,30 +140,10 @@ def test_ap_by_hand():
     assert pycocotools_keypoint_ap(gt, res)["AP"] == pytest.approx(0.5 * 51 / 101)
 
 
-def _noisy_results(cs, seed=0, extra=20):
-    rng = np.random.default_rng(seed)
-    res = []
-    for a in cs.annotations:
-        if a["iscrowd"]:
-            continue
-        kp = np.array(a["keypoints"], float).reshape(K, 3)
-        x, y, w, h = a["bbox"]
-        kp[:, 0] = np.where(kp[:, 2] > 0, kp[:, 0], x + w / 2) + rng.normal(0, 0.04 * max(w, 1), K)
-        kp[:, 1] = np.where(kp[:, 2] > 0, kp[:, 1], y + h / 2) + rng.normal(0, 0.04 * max(h, 1), K)
-        kp[:, 2] = rng.uniform(0, 1, K)
-        res.append({"image_id": a["image_id"], "category_id": 1, "keypoints": kp.ravel().tolist(),
-                    "score": float(rng.uniform()), "bbox": a["bbox"]})
-    for r in list(res[:extra]):  # duplicates shifted sideways: false positives
-        kp = np.array(r["keypoints"])
-        kp[0::3] += 40
-        res.append({**r, "keypoints": kp.tolist(), "score": float(rng.uniform())})
-    return res
-
-
 def test_standard_mode_equals_pycocotools_on_real_data(coco_val):
     _, ann = coco_val
     cs = load_coco(ann)
-    res = _noisy_results(cs)
+    res = noisy_results(cs)
     ref = pycocotools_keypoint_ap(cs.dataset, res)
     ours = evaluate_keypoints(cs.dataset, res).stats
     assert 0.05 < ref["AP"] < 0.95  # a non-trivial operating point
@@ -204,7 +184,7 @@ def test_parity_with_exococotools(coco_val, tmp_path):
     cs = load_coco(ann).subset(sorted(load_coco(ann).images)[:60])
     s = generate_cropcoco(img, cs, tmp_path / "cc", progress=False)
     crop = load_coco(s.ann_file)
-    res = _noisy_results(crop, seed=1)
+    res = noisy_results(crop, seed=1)
     names = {"AP .5": "AP50", "AP .75": "AP75", "AP (M)": "APm", "AP (L)": "APl", "AR .5": "AR50",
              "AR .75": "AR75", "AR (M)": "ARm", "AR (L)": "ARl"}
     for extended, thr in ((False, 0.5), (True, 0.5), (True, 0.3)):
