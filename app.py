@@ -52,7 +52,7 @@ def build_demo() -> gr.Blocks:
         with gr.Accordion("Model: small demo model by default; how to load the official ProbPose-s", open=True):
             gr.Markdown(H.embedded_status())
             with gr.Row():
-                model = gr.Dropdown(H.MODEL_CHOICES[:3], value=H.MODEL_EMBEDDED, label="ProbPose model", scale=2)
+                model = gr.Dropdown(H.PROBPOSE_CHOICES, value=H.MODEL_EMBEDDED, label="ProbPose model", scale=2)
                 model_path = gr.Textbox("", label="weights: local .pth / .safetensors path or Hub id", scale=2,
                                         placeholder="vrg-prague/ProbPose-s  or  /path/to/ProbPose-s.pth")
 

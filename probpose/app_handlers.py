@@ -35,6 +35,7 @@ from plotly.subplots import make_subplots
 
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, KEYPOINT_NAMES, NUM_KEYPOINTS
 from probpose.errors import BoxError, ImageLoadError, ProbPoseError
+from probpose.inference import MAP_CHOICES as MAP_CHOICES_DH
 
 log = logging.getLogger("probpose.app")
 
@@ -54,8 +55,11 @@ MAX_CACHED_MODELS = 4
 MODEL_EMBEDDED = "ProbPose: embedded demo model"
 MODEL_HUB = "ProbPose-s: official weights (Hub vrg-prague/ProbPose-s)"
 MODEL_CUSTOM = "ProbPose: local file or Hub id (box below)"
+MODEL_DH = "ProbPose-DH: embedded demo (dual map)"
 MODEL_BASELINE = "Heatmap baseline (ViTPose-style, embedded)"
-MODEL_CHOICES = [MODEL_EMBEDDED, MODEL_HUB, MODEL_CUSTOM, MODEL_BASELINE]
+MODEL_CHOICES = [MODEL_EMBEDDED, MODEL_HUB, MODEL_CUSTOM, MODEL_DH, MODEL_BASELINE]
+PROBPOSE_CHOICES = MODEL_CHOICES[:4]  # the model dropdown (the baseline is the comparison tab's other side)
+PROBPOSE_KINDS = ("probpose", "probpose_dh")  # models with presence / visibility / predicted OKS outputs
 HUB_ID = "vrg-prague/ProbPose-s"
 ENV_BASELINE = "PROBPOSE_BASELINE_WEIGHTS"
 
@@ -76,7 +80,11 @@ MODEL_HELP = (
     "could be carried to this machine: it shows what ProbPose outputs, not paper accuracy. For the real thing "
     f"choose *{MODEL_HUB}* (downloads `ProbPose-s.pth` from the Hub on first use), or put a Hub id "
     "(`vrg-prague/ProbPose-s`) or a local `.pth` / `.safetensors` path in the box and choose "
-    f"*{MODEL_CUSTOM}*; or start the app with `PROBPOSE_WEIGHTS=<path or Hub id>`."
+    f"*{MODEL_CUSTOM}*; or start the app with `PROBPOSE_WEIGHTS=<path or Hub id>`. "
+    f"*{MODEL_DH}* is the dual-map variant ProbPose-DH: an expert map over the activation window (green) and a "
+    "wide map over a 1.25x larger window (dashed cyan); per keypoint the merge takes one of them (cyan rings = "
+    "taken from the wide map, possibly outside the activation window). A DH checkpoint given as a file or Hub "
+    "id is recognised too."
 )
 
 
@@ -135,6 +143,8 @@ def model_spec(choice: str | None, custom: str | None = None) -> ModelSpec:
         return ModelSpec(key, label, "probpose")
     if choice == MODEL_HUB:
         return ModelSpec(HUB_ID, f"official ProbPose-s ({HUB_ID})", "probpose")
+    if choice == MODEL_DH:
+        return ModelSpec("embedded-dh", "embedded demo ProbPose-DH (dual map)", "probpose_dh")
     if choice == MODEL_BASELINE:
         key = os.environ.get(ENV_BASELINE) or "embedded-heatmap"
         return ModelSpec(key, "heatmap baseline", "heatmap")
@@ -172,6 +182,11 @@ def get_model(spec: ModelSpec) -> torch.nn.Module:
                 return _MODELS[spec.key]
         try:
             model = load_pretrained(spec.key, kind=spec.kind)
+        except CheckpointError as e:
+            if spec.key != "embedded-dh":
+                raise
+            raise CheckpointError(f"The embedded ProbPose-DH demo model is not available: {e}. Give a ProbPose-DH "
+                                  f"checkpoint path or Hub id with '{MODEL_CUSTOM}' (its kind is detected).") from e
         except ProbPoseError:
             raise
         except Exception as e:  # a file that is not a checkpoint at all (zip error, pickle error, ...)
@@ -194,9 +209,14 @@ def model_kind(model: torch.nn.Module) -> str:
     return getattr(model, "kind", "probpose")
 
 
+def has_presence(kind: str) -> bool:
+    """ProbPose and ProbPose-DH have presence / visibility / OKS outputs; the heatmap baseline has none."""
+    return kind in PROBPOSE_KINDS
+
+
 def embedded_status() -> str:
     """Markdown for the header: which default weights exist, and how to get the official ones."""
-    from probpose.weights import EMBEDDED_HEATMAP_WEIGHTS, EMBEDDED_WEIGHTS
+    from probpose.weights import EMBEDDED_DH_WEIGHTS, EMBEDDED_HEATMAP_WEIGHTS, EMBEDDED_WEIGHTS
 
     env = os.environ.get("PROBPOSE_WEIGHTS")
     lines = [MODEL_HELP]
@@ -205,6 +225,10 @@ def embedded_status() -> str:
     elif not EMBEDDED_WEIGHTS.is_file():
         lines.append(f"\n\n> **The embedded demo model is missing** (`{EMBEDDED_WEIGHTS.relative_to(REPO_ROOT)}` "
                      "is not in this checkout yet). Load the official weights or a local checkpoint as above.")
+    if not EMBEDDED_DH_WEIGHTS.is_file():
+        lines.append(f"\n\n> The embedded ProbPose-DH demo (`{EMBEDDED_DH_WEIGHTS.relative_to(REPO_ROOT)}`) is not "
+                     f"in this checkout yet: *{MODEL_DH}* says so; a DH checkpoint path or Hub id works with "
+                     f"*{MODEL_CUSTOM}*.")
     if not os.environ.get(ENV_BASELINE) and not EMBEDDED_HEATMAP_WEIGHTS.is_file():
         lines.append("\n\n> The embedded heatmap baseline is missing, so the comparison tab cannot run "
                      f"(set `{ENV_BASELINE}` to a ViTPose-style checkpoint).")
@@ -393,9 +417,14 @@ def _decoder_key(decoder: str | None) -> str:
     return _DECODER_KEYS.get(decoder or DECODER_EOKS, decoder or "expected_oks")
 
 
+def _raw_dual_maps(session: ExploreSession) -> bool:
+    """ProbPose-DH with raw (``normalize="none"``) or sigmoid maps: no sparsemax, so no temperature to apply."""
+    return session.kind == "probpose_dh" and getattr(session.outputs, "map_normalization", None) != "sparsemax"
+
+
 def _temperature(session: ExploreSession, calibrated: bool) -> float | None:
     """The temperature fitted by the calibration analysis (stored in the checkpoint's metadata), if asked."""
-    if not calibrated or session.kind != "probpose":
+    if not calibrated or not has_presence(session.kind) or _raw_dual_maps(session):
         return None
     meta = session.metadata or {}
     for key in ("calibrated_temperature", "temperature_calibrated", "calibration_temperature"):
@@ -464,6 +493,8 @@ def result_json(session: ExploreSession, result, decoder: str | None, threshold:
     data["settings"] = {"decoder": _decoder_key(decoder), "presence_threshold": float(threshold),
                         "calibrated_temperature": _temperature(session, calibrated)}
     data["notes"] = list(session.notes)
+    if session.kind == "probpose_dh":
+        data["source_legend"] = {"0": "expert map (activation window)", "1": "wide map (wide window)"}
     return data
 
 
@@ -483,10 +514,11 @@ def scores_figure(person, threshold: float, kind: str = "probpose", title: str =
     """Per-keypoint presence / visibility / predicted-OKS bars (the baseline has only its heatmap peak)."""
     fig = go.Figure()
     pres = np.asarray(person.presence, dtype=float)
-    label = "presence P(in window)" if kind == "probpose" else "heatmap peak (baseline 'presence')"
+    label = {"probpose": "presence P(in window)", "probpose_dh": "presence P(inside wide window)"}.get(
+        kind, "heatmap peak (baseline 'presence')")
     colors = ["#2ca02c" if p >= threshold else "#d62728" for p in pres]
     fig.add_bar(x=_NAMES, y=pres, name=label, marker_color=colors)
-    if kind == "probpose":
+    if has_presence(kind):
         fig.add_bar(x=_NAMES, y=np.asarray(person.visibility, dtype=float), name="visibility", marker_color="#1f77b4")
         fig.add_bar(x=_NAMES, y=np.asarray(person.oks, dtype=float), name="predicted OKS", marker_color="#9467bd")
     fig.add_hline(y=threshold, line_dash="dash", line_color="black", annotation_text=f"threshold {threshold:.2f}")
@@ -506,17 +538,65 @@ def _map_axes(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(w) * (191.0 / (w - 1)), np.arange(h) * (255.0 / (h - 1))
 
 
+def chosen_map(person, k: int) -> str:
+    """"wide" when the ProbPose-DH merge took keypoint k from the wide map, else "expert" (every other model)."""
+    return "wide" if person.is_dual and int(person.source[k]) == 1 else "expert"
+
+
+def _map_crop(person, which: str = "expert") -> tuple[np.ndarray, np.ndarray]:
+    """(centre, scale) of the UDP crop a map lies on: the activation window, or the DH wide window (its first / last
+    map-pixel centres, as ``draw.warp_wide_map_to_image``)."""
+    if which != "wide":
+        return np.asarray(person.center, np.float64), np.asarray(person.scale, np.float64)
+    win = np.asarray(person.wide_window, np.float64)
+    return (win[:2] + win[2:]) / 2, win[2:] - win[:2]
+
+
+def _to_crop(xy, center, scale) -> np.ndarray:
+    """Image px -> px of the 192x256 UDP crop of (center, scale)."""
+    c, s = np.asarray(center, np.float64), np.asarray(scale, np.float64)
+    return (np.asarray(xy, np.float64) - (c - s / 2)) * np.array([191.0, 255.0]) / s
+
+
+def _map_row(fig, row: int, crop: np.ndarray, pmap: np.ndarray, eoks: np.ndarray, mask: np.ndarray | None,
+             marks) -> None:
+    """One row of the keypoint panel: map and expected-OKS surface over the crop, then the credible region
+    (``mask`` on the map grid) with ``marks`` = [(name, crop xy, marker dict)]."""
+    xs, ys = _map_axes(*pmap.shape)
+    for col, z, scale in ((1, pmap, "Hot"), (2, eoks, "Viridis")):
+        fig.add_trace(go.Image(z=crop, opacity=1.0, hoverinfo="skip"), row=row, col=col)
+        zz = np.where(z > 0, z, np.nan) if col == 1 else z
+        fig.add_trace(go.Heatmap(z=zz, x=xs, y=ys, colorscale=scale, opacity=0.6, showscale=False,
+                                 hovertemplate="x=%{x:.0f} y=%{y:.0f} value=%{z:.4f}<extra></extra>"),
+                      row=row, col=col)
+    fig.add_trace(go.Image(z=crop, hoverinfo="skip"), row=row, col=3)
+    if mask is not None:
+        fig.add_trace(go.Heatmap(z=np.where(mask, 1.0, np.nan), x=xs, y=ys, showscale=False, opacity=0.45,
+                                 colorscale=[[0, "#00c8ff"], [1, "#00c8ff"]], hoverinfo="skip"), row=row, col=3)
+    for name, xy, marker in marks:
+        fig.add_trace(go.Scatter(x=[xy[0]], y=[xy[1]], mode="markers", name=name, marker=marker), row=row, col=3)
+    for col in (1, 2, 3):
+        n = (row - 1) * 3 + col
+        fig.update_xaxes(visible=False, range=[-0.5, 191.5], row=row, col=col)
+        fig.update_yaxes(visible=False, range=[255.5, -0.5], scaleanchor=f"x{'' if n == 1 else n}", row=row, col=col)
+
+
+_ARGMAX_MARK = dict(symbol="x", size=12, color="red")
+_EOKS_MARK = dict(symbol="circle-open", size=14, color="lime", line_width=3)
+
+
 def keypoint_figure(image: np.ndarray, person, k: int, mass: float, kind: str = "probpose") -> go.Figure:
     """Three panels on the person's crop: the keypoint's map, its expected-OKS surface, and the credible
-    region with the argmax and expected-OKS decodes (they disagree where the map is multi-modal or skewed)."""
+    region with the argmax and expected-OKS decodes (they disagree where the map is multi-modal or skewed).
+    ProbPose-DH: ``dual_keypoint_figure`` (both maps, one row each)."""
     from probpose.codec import credible_region, decode_argmax, decode_expected_oks, expected_oks_maps
 
+    if getattr(person, "is_dual", False):
+        return dual_keypoint_figure(image, person, k, mass)
     maps = np.asarray(person.probmaps, dtype=np.float64)
     pmap = maps[k]
-    h, w = pmap.shape
-    xs, ys = _map_axes(h, w)
     crop = _crop(image, person.center, person.scale)
-    is_pp = kind == "probpose"
+    is_pp = has_presence(kind)
     if is_pp:
         titles = (f"P(location) of {_NAMES[k]}", "expected OKS surface", f"{mass:.0%} credible region")
         eoks = expected_oks_maps(maps)[k]
@@ -524,38 +604,70 @@ def keypoint_figure(image: np.ndarray, person, k: int, mass: float, kind: str = 
         titles = (f"heatmap of {_NAMES[k]}", "heatmap (no expected OKS)", f"{mass:.0%} of the positive mass")
         eoks = pmap
     fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.04)
-    for col, z, scale in ((1, pmap, "Hot"), (2, eoks, "Viridis")):
-        fig.add_trace(go.Image(z=crop, opacity=1.0, hoverinfo="skip"), row=1, col=col)
-        zz = np.where(z > 0, z, np.nan) if col == 1 else z
-        fig.add_trace(go.Heatmap(z=zz, x=xs, y=ys, colorscale=scale, opacity=0.6, showscale=False,
-                                 hovertemplate="x=%{x:.0f} y=%{y:.0f} value=%{z:.4f}<extra></extra>"), row=1, col=col)
-    fig.add_trace(go.Image(z=crop, hoverinfo="skip"), row=1, col=3)
     pos = np.where(np.isfinite(pmap), np.maximum(pmap, 0), 0)
-    annotation = ""
+    annotation, mask, marks = "", None, []
     if pos.sum() > 0:
         region = credible_region(pos, mass)
-        fig.add_trace(go.Heatmap(z=np.where(region.mask, 1.0, np.nan), x=xs, y=ys, showscale=False, opacity=0.45,
-                                 colorscale=[[0, "#00c8ff"], [1, "#00c8ff"]], hoverinfo="skip"), row=1, col=3)
+        mask = region.mask
         am = decode_argmax(maps[k:k + 1]).keypoints[0]
-        eo = decode_expected_oks(maps).keypoints[k] if is_pp else am
-        fig.add_trace(go.Scatter(x=[am[0]], y=[am[1]], mode="markers", name="argmax",
-                                 marker=dict(symbol="x", size=12, color="red")), row=1, col=3)
+        marks.append(("argmax", am, _ARGMAX_MARK))
         if is_pp:
-            fig.add_trace(go.Scatter(x=[eo[0]], y=[eo[1]], mode="markers", name="expected-OKS",
-                                     marker=dict(symbol="circle-open", size=14, color="lime", line_width=3)),
-                          row=1, col=3)
+            eo = decode_expected_oks(maps).keypoints[k]
+            marks.append(("expected-OKS", eo, _EOKS_MARK))
             d = float(np.hypot(*(am - eo)))
             annotation = f"argmax vs expected-OKS: {d:.1f} crop px apart; region {region.area} map px"
         else:
             annotation = f"credible region of the normalised heatmap: {region.area} map px"
-    for col in (1, 2, 3):
-        fig.update_xaxes(visible=False, range=[-0.5, 191.5], row=1, col=col)
-        fig.update_yaxes(visible=False, range=[255.5, -0.5], scaleanchor=f"x{'' if col == 1 else col}",
-                         row=1, col=col)
+    _map_row(fig, 1, crop, pmap, eoks, mask, marks)
     fig.update_layout(height=380, margin=dict(l=5, r=5, t=40, b=30), showlegend=True,
                       legend=dict(orientation="h", y=-0.02), title=None)
     if annotation:
         fig.add_annotation(text=annotation, showarrow=False, x=0.5, y=-0.09, xref="paper", yref="paper")
+    return fig
+
+
+def merge_note(person, k: int) -> str:
+    """Which map the ProbPose-DH merge chose for keypoint k, and why (docs/dual.md, merge rule)."""
+    which = chosen_map(person, k)
+    why = ("the wide-map decode lies in the crop and on the person box" if which == "expert" else
+           "the wide-map decode lies off the person box or outside the crop")
+    return f"merge chose the {which} map for {_NAMES[k]} ({why})"
+
+
+def dual_keypoint_figure(image: np.ndarray, person, k: int, mass: float) -> go.Figure:
+    """ProbPose-DH keypoint panel: one row per map (expert over the activation window, wide over the wide window),
+    each with its normalised map (``map_distribution``: raw maps are clipped at 0 and normalised), its
+    expected-OKS surface and credible region with the map's arg-max and its decode (as the predictor's decoder
+    gives it); the keypoint the merge kept is starred, and the title says which map that was."""
+    chosen = chosen_map(person, k)
+    titles = []
+    for which in MAP_CHOICES_DH:
+        tag = " (merge's choice)" if which == chosen else ""
+        titles += [f"{which} map of {_NAMES[k]}{tag}", f"expected OKS ({which})", f"{mass:.0%} credible region"]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.04, vertical_spacing=0.08)
+    decodes = {"expert": person.expert_keypoints[k], "wide": person.wide_keypoints[k]}
+    for row, which in enumerate(MAP_CHOICES_DH, 1):
+        center, scale = _map_crop(person, which)
+        dist = person.map_distribution(k, which)
+        marks, mask = [], None
+        if dist.sum() > 0:
+            mask = person.credible_region(k, mass, which).mask
+            j, i = np.unravel_index(int(np.argmax(dist)), dist.shape)
+            xs, ys = _map_axes(*dist.shape)
+            marks.append((f"argmax ({which})", (xs[i], ys[j]), _ARGMAX_MARK))
+        marks.append((f"decode ({which})", _to_crop(decodes[which], center, scale), _EOKS_MARK))
+        if which == chosen:
+            marks.append(("merged keypoint", _to_crop(person.keypoints[k], center, scale),
+                          dict(symbol="star", size=16, color="magenta")))
+        if which == "wide":  # where the activation window lies on the wide crop
+            x0, y0 = _to_crop(person.window[:2], center, scale)
+            x1, y1 = _to_crop(person.window[2:], center, scale)
+            fig.add_trace(go.Scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines",
+                                     name="activation window", line=dict(color="lime", width=2)), row=2, col=1)
+        _map_row(fig, row, _crop(image, center, scale), dist, person.expected_oks_map(k, which), mask, marks)
+    fig.update_layout(height=720, margin=dict(l=5, r=5, t=40, b=30), showlegend=True,
+                      legend=dict(orientation="h", y=-0.02), title=None)
+    fig.add_annotation(text=merge_note(person, k), showarrow=False, x=0.5, y=-0.05, xref="paper", yref="paper")
     return fig
 
 
@@ -566,23 +678,37 @@ def draw_result(image: np.ndarray, result, highlight_person: int | None = None, 
                 mass: float = DEFAULT_MASS) -> np.ndarray:
     """Padded canvas with out-of-image keypoints, activation windows and presence-coloured skeletons; with a
     selected person and keypoint, also that keypoint's map (normalised x presence, as the official visualiser)
-    and its credible region."""
-    from probpose.draw import draw_credible_region, draw_poses, overlay_map, padded_canvas, warp_map_to_image
+    and its credible region. ProbPose-DH: the canvas also fits the wide windows (dashed cyan), and the overlay is
+    the map the merge chose for that keypoint (expert or wide)."""
+    from probpose.draw import (
+        draw_credible_region,
+        draw_poses,
+        overlay_map,
+        padded_canvas,
+        pose_windows,
+        warp_map_to_image,
+    )
 
     people = result.people
-    canvas, offset = padded_canvas(image, [p.window for p in people])
+    canvas, offset = padded_canvas(image, pose_windows(people))
     highlight = None
     if highlight_person is not None and keypoint is not None and people:
         i = int(np.clip(highlight_person, 0, len(people) - 1))
         p = people[i]
-        m = np.where(np.isfinite(p.probmaps[keypoint]), np.maximum(p.probmaps[keypoint], 0), 0)
+        which = chosen_map(p, keypoint)
+        m = p.map_distribution(keypoint, which)
         if m.sum() > 0:
-            shown = m / m.sum() * float(np.clip(p.presence[keypoint], 0, 1))
-            warped = warp_map_to_image(shown, p.center, p.scale, (canvas.shape[1], canvas.shape[0]), offset)
+            shown = m * float(np.clip(p.presence[keypoint], 0, 1))
+            center, scale = _map_crop(p, which)
+            warped = warp_map_to_image(shown, center, scale, (canvas.shape[1], canvas.shape[0]), offset)
             canvas = overlay_map(canvas, warped, alpha=0.55, vmax=float(warped.max()) or None)
-            canvas = draw_credible_region(canvas, p.credible_region(keypoint, mass), offset)
+            canvas = draw_credible_region(canvas, p.credible_region(keypoint, mass, which), offset)
         highlight = (i, keypoint)
     return draw_poses(image, people, highlight=highlight, canvas=(canvas, offset))
+
+
+def _names(names: list[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 def _person_summary(people, kind: str) -> str:
@@ -592,13 +718,16 @@ def _person_summary(people, kind: str) -> str:
         in_img = np.asarray(p.in_image, dtype=bool)
         out_img = int(np.sum(present & ~in_img))
         absent = [KEYPOINT_NAMES[k] for k in np.flatnonzero(~present)]
-        what = "above the threshold" if kind == "probpose" else "with a heatmap peak above the threshold"
+        what = "above the threshold" if has_presence(kind) else "with a heatmap peak above the threshold"
         line = f"- person {i}: {int(present.sum())}/17 keypoints {what}"
         if out_img:
             line += f", {out_img} of them outside the image (drawn on the grey padding)"
-        if absent and kind == "probpose":
-            line += "; predicted outside the activation window: " + ", ".join(absent[:8])
-            line += " ..." if len(absent) > 8 else ""
+        if absent and has_presence(kind):
+            line += f"; predicted outside the {'wide' if p.is_dual else 'activation'} window: " + _names(absent)
+        if p.is_dual:
+            wide = [KEYPOINT_NAMES[k] for k in np.flatnonzero(np.asarray(p.source) == 1)]
+            line += (f"; source per keypoint (0 expert / 1 wide map): {''.join(str(int(v)) for v in p.source)}, "
+                     f"{len(wide)} from the wide map (cyan rings)" + (f": {_names(wide)}" if wide else ""))
         rows.append(line)
     return "\n".join(rows)
 
@@ -619,10 +748,17 @@ def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, 
     p = result.people[i]
     bars = scores_figure(p, float(threshold), session.kind, title=f"person {i}")
     kp = keypoint_figure(session.image, p, k, float(mass), session.kind)
-    extra = ""
-    if calibrated and _temperature(session, True) is None and session.kind == "probpose":
-        extra = "_This checkpoint carries no calibrated temperature: the maps use the model's own (0.5)._"
-    return drawing, data, bars, kp, _status(session, result, extra), _write_json(data)
+    notes = []
+    if p.is_dual:
+        e, w = p.expert_keypoints[k], p.wide_keypoints[k]
+        notes.append(f"Person {i}: {merge_note(p, k)}; expert decode ({e[0]:.0f}, {e[1]:.0f}), wide decode "
+                     f"({w[0]:.0f}, {w[1]:.0f}) image px.")
+    if calibrated and _raw_dual_maps(session):
+        notes.append("_Calibrated temperature: this ProbPose-DH checkpoint's maps are raw (no sparsemax), so "
+                     "there is no temperature to apply; the option is ignored._")
+    elif calibrated and _temperature(session, True) is None and has_presence(session.kind):
+        notes.append("_This checkpoint carries no calibrated temperature: the maps use the model's own (0.5)._")
+    return drawing, data, bars, kp, _status(session, result, "\n\n".join(notes)), _write_json(data)
 
 
 def _explore_error(message: str):
@@ -678,14 +814,20 @@ def predict(payload, boxes_text: str = "", model_choice: str = MODEL_EMBEDDED, m
 
 
 def compare_maps_figure(image: np.ndarray, pp_person, hm_person, k: int) -> go.Figure:
-    """The same crop, the same keypoint: ProbPose's probability map next to the baseline's heatmap."""
+    """The same crop, the same keypoint: ProbPose's probability map next to the baseline's heatmap. ProbPose-DH:
+    the (normalised) map the merge chose for that keypoint, on its own window's crop (the wide one can extend
+    past the activation window)."""
+    which = chosen_map(pp_person, k)
+    left = (f"ProbPose-DH: {which} map of {_NAMES[k]} (merge's choice)" if pp_person.is_dual
+            else f"ProbPose: P(location) of {_NAMES[k]}")
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.04,
-                        subplot_titles=(f"ProbPose: P(location) of {_NAMES[k]}",
-                                        f"baseline: heatmap of {_NAMES[k]}"))
+                        subplot_titles=(left, f"baseline: heatmap of {_NAMES[k]}"))
     for col, person, scale in ((1, pp_person, "Hot"), (2, hm_person, "Viridis")):
-        m = np.asarray(person.probmaps, dtype=np.float64)[k]
+        dual = col == 1 and person.is_dual
+        m = person.map_distribution(k, which) if dual else np.asarray(person.probmaps, dtype=np.float64)[k]
         xs, ys = _map_axes(*m.shape)
-        fig.add_trace(go.Image(z=_crop(image, person.center, person.scale), hoverinfo="skip"), row=1, col=col)
+        center, scale_ = _map_crop(person, which) if dual else (person.center, person.scale)
+        fig.add_trace(go.Image(z=_crop(image, center, scale_), hoverinfo="skip"), row=1, col=col)
         fig.add_trace(go.Heatmap(z=np.where(m > (0 if col == 1 else 0.02), m, np.nan), x=xs, y=ys, opacity=0.6,
                                  colorscale=scale, showscale=False,
                                  hovertemplate="value=%{z:.4f}<extra></extra>"), row=1, col=col)
@@ -697,7 +839,8 @@ def compare_maps_figure(image: np.ndarray, pp_person, hm_person, k: int) -> go.F
 
 def compare_scores_figure(pp_person, hm_person, threshold: float) -> go.Figure:
     fig = go.Figure()
-    fig.add_bar(x=_NAMES, y=np.asarray(pp_person.presence, float), name="ProbPose presence", marker_color="#2ca02c")
+    name = "ProbPose-DH P(inside wide window)" if pp_person.is_dual else "ProbPose presence"
+    fig.add_bar(x=_NAMES, y=np.asarray(pp_person.presence, float), name=name, marker_color="#2ca02c")
     fig.add_bar(x=_NAMES, y=np.asarray(hm_person.presence, float), name="baseline heatmap peak",
                 marker_color="#ff7f0e")
     fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"threshold {threshold:.2f}")
@@ -707,20 +850,29 @@ def compare_scores_figure(pp_person, hm_person, threshold: float) -> go.Figure:
 
 
 def compare_table(pp_person, hm_person, image_size) -> list[list]:
-    """Per keypoint: what each model says (location, inside the image?, its score)."""
+    """Per keypoint: what each model says (location, inside the image?, its score). ProbPose-DH: absent means
+    outside the wide window, and keypoints taken from the wide map say so."""
     rows = []
     for k in range(NUM_KEYPOINTS):
         pk, hk = np.asarray(pp_person.keypoints)[k], np.asarray(hm_person.keypoints)[k]
         p_in, h_in = bool(pp_person.present[k]), bool(hm_person.present[k])
         p_img, h_img = bool(pp_person.in_image[k]), bool(hm_person.in_image[k])
+        says = ("in image" if p_img else "outside image") if p_in else "outside window (absent)"
+        if pp_person.is_dual:
+            says = says.replace("outside window", "outside wide window")
+            says += f"; {chosen_map(pp_person, k)} map" + (", outside the activation window"
+                                                          if not _inside(pk, pp_person.window) else "")
         rows.append([
             KEYPOINT_NAMES[k],
-            f"({pk[0]:.0f}, {pk[1]:.0f})", round(float(pp_person.presence[k]), 3),
-            ("in image" if p_img else "outside image") if p_in else "outside window (absent)",
+            f"({pk[0]:.0f}, {pk[1]:.0f})", round(float(pp_person.presence[k]), 3), says,
             f"({hk[0]:.0f}, {hk[1]:.0f})", round(float(hm_person.presence[k]), 3),
             ("in image" if h_img else "outside image") if h_in else "low peak (no outside notion)",
         ])
     return rows
+
+
+def _inside(xy, box) -> bool:
+    return bool(box[0] <= xy[0] <= box[2] and box[1] <= xy[1] <= box[3])
 
 
 COMPARE_HEADERS = ["keypoint", "ProbPose xy", "presence", "ProbPose says", "baseline xy", "heatmap peak",
@@ -739,8 +891,14 @@ def _compare_views(state, keypoint, threshold, person):
     h, w = pp_session.image.shape[:2]
     n_pp_out = int(np.sum(~np.asarray(a.present, bool)))
     n_hm_low = int(np.sum(~np.asarray(b.present, bool)))
+    says = f"ProbPose says {n_pp_out} keypoint(s) lie outside the activation window"
+    if a.is_dual:
+        wide = np.flatnonzero(np.asarray(a.source) == 1)
+        n_out_aw = sum(not _inside(a.keypoints[k], a.window) for k in wide)
+        says = (f"ProbPose-DH takes {len(wide)} keypoint(s) from its wide map ({n_out_aw} of them outside the "
+                f"activation window, cyan rings) and says {n_pp_out} lie outside even the wide window")
     status = (f"Same {len(pp.people)} crop(s) through **{pp_session.spec.label}** and the **heatmap baseline**. "
-              f"Person {i}: ProbPose says {n_pp_out} keypoint(s) lie outside the activation window (presence < "
+              f"Person {i}: {says} (presence < "
               f"{threshold:.2f}); the baseline has no such output - it always places every keypoint inside the "
               f"window, and {n_hm_low} of its heatmap peaks fall below the threshold (the 'heatmap-peak rule').")
     return (pp_draw, hm_draw, compare_maps_figure(pp_session.image, a, b, k),
@@ -759,7 +917,7 @@ def compare_run(payload, box_mode=BOX_AUTO, boxes_text="", model_choice=MODEL_EM
     try:
         spec = model_spec(model_choice, model_path)
         pp_session = run_session(payload, box_mode, boxes_text, None, spec=spec)
-        if pp_session.kind != "probpose":
+        if not has_presence(pp_session.kind):
             raise ProbPoseError("Pick a ProbPose model on the left: the comparison is ProbPose vs the baseline.")
         hm_spec = baseline_spec()
         hm_model = get_model(hm_spec)
@@ -1164,8 +1322,9 @@ def sweep_preview(state, payload, threshold=DEFAULT_PRESENCE_THRESHOLD, model_ch
         session = state[1]
         result = decode_session(session, DECODER_EOKS, threshold)
         n = sum(int(np.sum(p.present)) for p in result.people)
+        window = "wide" if session.kind == "probpose_dh" else "activation"
         md = (f"Threshold **{float(threshold):.2f}**: {n} of {17 * len(result.people)} keypoints are called "
-              "present (inside the activation window); the others are hidden. Lower thresholds keep more "
+              f"present (inside the {window} window); the others are hidden. Lower thresholds keep more "
               "keypoints (more false 'inside'), higher ones drop more (more false 'outside').")
         return state, draw_result(session.image, result), md
     except Exception as e:

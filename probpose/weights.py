@@ -1,8 +1,8 @@
 """Checkpoint I/O: safetensors and (safely unpickled) .pth files, key mapping, strict loading, the Hub.
 
 Resolution order of `load_pretrained(source)`: the explicit `source`; else env `PROBPOSE_WEIGHTS`; else the embedded
-demo model. A source is an alias ("embedded" / "demo", "embedded-heatmap"), an existing file, or a Hugging Face
-id "org/name" or "org/name/file.pth". See docs/weights.md.
+demo model. A source is an alias ("embedded" / "demo", "embedded-heatmap", "embedded-dh"), an existing file, or a
+Hugging Face id "org/name" or "org/name/file.pth". See docs/weights.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ MODEL_KINDS = ("probpose", "probpose_dh", "heatmap")
 __all__ = [
     "EMBEDDED_WEIGHTS",
     "EMBEDDED_HEATMAP_WEIGHTS",
+    "EMBEDDED_DH_WEIGHTS",
     "DEFAULT_HUB_REPO",
     "HUB_REVISION",
     "convert_checkpoint",
@@ -48,7 +49,9 @@ __all__ = [
 ASSETS = Path(__file__).resolve().parent / "assets"
 EMBEDDED_WEIGHTS = ASSETS / "probpose_demo.safetensors"
 EMBEDDED_HEATMAP_WEIGHTS = ASSETS / "heatmap_demo.safetensors"
-ALIASES = {"embedded": EMBEDDED_WEIGHTS, "demo": EMBEDDED_WEIGHTS, "embedded-heatmap": EMBEDDED_HEATMAP_WEIGHTS}
+EMBEDDED_DH_WEIGHTS = ASSETS / "probpose_dh_demo.safetensors"
+ALIASES = {"embedded": EMBEDDED_WEIGHTS, "demo": EMBEDDED_WEIGHTS, "embedded-heatmap": EMBEDDED_HEATMAP_WEIGHTS,
+           "embedded-dh": EMBEDDED_DH_WEIGHTS}
 
 DEFAULT_HUB_REPO = "vrg-prague/ProbPose-s"
 # Default file per Hub repo; "org/name/file.pth" picks another.

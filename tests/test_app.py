@@ -79,6 +79,19 @@ def test_every_public_endpoint(served, photo):
     assert data["people"][0]["box"] == [100, 50, 300, 400] and len(data["people"][0]["keypoints"]) == 17
     assert np.asarray(Image.open(drawing)).shape[1] >= 640
 
+    # ProbPose-DH from a checkpoint file: its kind is detected; merged keypoints carry their map (`source`)
+    import torch
+
+    from probpose.models.dual import probpose_test_dh
+    from probpose.weights import save_safetensors
+
+    torch.manual_seed(0)
+    dh = save_safetensors(probpose_test_dh().eval(), served[2] / "dh.safetensors")
+    data, drawing = client.predict(handle_file(photo), "100,50,300,400", app.H.MODEL_CUSTOM, str(dh),
+                                   api_name="/predict")
+    assert data["model"]["kind"] == "probpose_dh" and set(data["people"][0]["source"]) <= {0, 1}
+    assert len(data["people"][0]["wide_window"]) == 4 and Path(drawing).is_file()
+
     out = client.predict(handle_file(photo), box_mode=app.H.BOX_WHOLE, keypoint="left_wrist", api_name="/explore")
     drawing, data, bars, kp, status, path = out
     assert "1 person" in status and json.loads(Path(path).read_text())["people"] == data["people"]

@@ -247,3 +247,77 @@ def test_views_read_the_analysis_metrics_format(app_env):
     assert table["data"] == [["maps", 0.12, 0.0, 0.8]] and len(maps_fig.data) == 3
     _, fig = H.sweep_views()
     assert [t.text[0] for t in fig.data if t.mode == "markers+text"] == ["0.30", "0.30", "0.30"]
+
+
+# ---------------------------------------------------------------------------------------------- ProbPose-DH
+
+
+@pytest.fixture(scope="module")
+def tiny_dh(tmp_path_factory):
+    import torch
+
+    from probpose.models.dual import probpose_test_dh
+    from probpose.weights import save_safetensors
+
+    torch.manual_seed(0)
+    return save_safetensors(probpose_test_dh().eval(), tmp_path_factory.mktemp("dh") / "dh.safetensors")
+
+
+def test_dual_model_explore_redraw_and_keypoint_panel(app_env, tiny_dh, photo):
+    from probpose.draw import padded_canvas, pose_windows
+
+    calls = _count_forwards(H.model_spec(H.MODEL_CUSTOM, str(tiny_dh)))
+    session, drawing, data, bars, kp, status, path = H.explore_run(
+        photo, H.BOX_TYPED, "100,50,300,400", H.MODEL_CUSTOM, str(tiny_dh), keypoint="left_wrist", calibrated=True)
+    assert session is not None and session.kind == "probpose_dh", status
+    ran = calls[0]
+    person = H.decode_session(session).people[0]
+    # the canvas fits the wide window (dashed cyan) as well as the activation window
+    assert drawing.shape == padded_canvas(session.image, pose_windows([person]))[0].shape
+    assert drawing.shape[0] > padded_canvas(session.image, [person.window])[0].shape[0]
+    source = data["people"][0]["source"]
+    assert len(source) == 17 and set(source) <= {0, 1} and 1 in source  # this random model takes some from wide
+    assert json.loads(Path(path).read_text())["people"][0]["source"] == source
+    assert "source per keypoint" in status and "".join(map(str, source)) in status
+    assert "wide window" in bars.data[0].name
+    # both maps, each map's decode, and which one the merge kept for the selected keypoint
+    k = KEYPOINT_NAMES.index("left_wrist")
+    which = ("expert", "wide")[source[k]]
+    names = {t.name for t in kp.data if t.name}
+    assert {"decode (expert)", "decode (wide)", "argmax (expert)", "argmax (wide)", "merged keypoint"} <= names
+    texts = [a.text for a in kp.layout.annotations]
+    assert f"{which} map of left wrist (merge's choice)" in texts
+    assert any(t.startswith(f"merge chose the {which} map") for t in texts) and f"the {which} map" in status
+    maps = [t.z for t in kp.data if t.type == "heatmap" and t.colorscale[0][1] != "#00c8ff"][::2]
+    for z, w in zip(maps, ("expert", "wide"), strict=True):  # each shown as a distribution (raw maps normalised)
+        np.testing.assert_allclose(np.nan_to_num(np.asarray(z, float)), person.map_distribution(k, w), atol=1e-9)
+    # calibrated temperature: raw DH maps have none; explained, never raised
+    for decoder in H.DECODER_CHOICES:
+        out = H.explore_redraw(session, decoder, 0.4, 0.9, "nose", 0, True)
+        assert out[0] is not None and "error" not in out[1] and "ignored" in out[4]
+        assert out[1]["settings"]["calibrated_temperature"] is None and len(out[1]["people"][0]["source"]) == 17
+    assert calls[0] == ran
+
+
+def test_dual_embedded_choice(app_env, tiny_dh, photo, monkeypatch, tmp_path):
+    from probpose import weights
+
+    monkeypatch.setitem(weights.ALIASES, "embedded-dh", tmp_path / "absent.safetensors")
+    with pytest.warns(UserWarning):
+        session, drawing, data, *_rest, status, _ = H.explore_run(photo, H.BOX_WHOLE, "", H.MODEL_DH)
+    assert session is None and drawing is None and "ProbPose-DH" in data["error"] and "ProbPose-DH" in status
+    monkeypatch.setitem(weights.ALIASES, "embedded-dh", tiny_dh)
+    data, drawing = H.predict(photo, "100,50,300,400", H.MODEL_DH)
+    assert data["model"]["kind"] == "probpose_dh" and len(data["people"][0]["wide_keypoints"]) == 17
+    assert drawing is not None
+
+
+def test_compare_with_dual_model(app_env, tiny_dh, photo):
+    state, pp_img, hm_img, maps, scores, rows, status = H.compare_run(
+        photo, H.BOX_TYPED, "100,50,300,400", H.MODEL_CUSTOM, str(tiny_dh), "left_wrist")
+    assert state is not None and state[0].kind == "probpose_dh", status
+    assert pp_img.shape[0] > hm_img.shape[0]  # the wide window needs a bigger canvas than the baseline's
+    assert "ProbPose-DH" in maps.layout.annotations[0].text and "wide window" in scores.data[0].name
+    assert "wide map" in status and any("outside the activation window" in r[3] for r in rows)
+    out = H.compare_redraw(state, "nose", 0.6, 0)
+    assert out[0] is not None and len(out[4]) == 17
