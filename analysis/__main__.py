@@ -17,10 +17,12 @@ def _load_model(weights: str | None, kind: str, trusted: bool):
     from probpose import weights as W
 
     if weights is None:
-        path = W.EMBEDDED_WEIGHTS if kind == "probpose" else W.EMBEDDED_HEATMAP_WEIGHTS
+        path, flag = {"probpose": (W.EMBEDDED_WEIGHTS, "--weights"),
+                      "probpose_dh": (W.EMBEDDED_DH_WEIGHTS, "--dh-weights")}.get(
+            kind, (W.EMBEDDED_HEATMAP_WEIGHTS, "--baseline-weights"))
         if not Path(path).is_file():
             raise ProbPoseError(f"the embedded {kind} weights {path} are not in this checkout; pass a checkpoint "
-                                f"with {'--weights' if kind == 'probpose' else '--baseline-weights'}")
+                                f"with {flag}")
         weights = str(path)
     model = W.load_pretrained(weights, kind=kind, trusted=trusted)
     return model
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     ev = sub.add_parser("evaluate", help="evaluate one model on a COCO-format set (and its CropCOCO version)")
     ev.add_argument("--weights", default=None, help="checkpoint (default: the embedded demo model)")
-    ev.add_argument("--kind", default="probpose", choices=("probpose", "heatmap"))
+    ev.add_argument("--kind", default="probpose", choices=("probpose", "probpose_dh", "heatmap"))
     ev.add_argument("--cropcoco", action="store_true", help="also evaluate the CropCOCO version of the set")
     _add_common(ev)
     cc = sub.add_parser("cropcoco", help="build a CropCOCO-style set, or check an official release")
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     cp = sub.add_parser("compare", help="ProbPose vs heatmap baseline, paper-style table")
     cp.add_argument("--weights", default=None, help="ProbPose checkpoint (default: embedded)")
     cp.add_argument("--baseline-weights", default=None, help="heatmap baseline checkpoint (default: embedded)")
+    cp.add_argument("--dh-weights", default=None,
+                    help="ProbPose-DH checkpoint for a third row (default: the embedded DH model when present)")
+    cp.add_argument("--no-dh", action="store_true", help="leave the ProbPose-DH row out")
     _add_common(cp)
     pc = sub.add_parser("precompute", help="write the app's analysis/precomputed/ (calibration, sweep, cases)")
     pc.add_argument("--weights", default=None, help="ProbPose checkpoint (default: embedded)")
@@ -146,9 +151,12 @@ def _dispatch(args) -> int:
         return 0
 
     from analysis.compare import comparison_markdown, comparison_rows, write_comparison
+    from probpose.weights import EMBEDDED_DH_WEIGHTS
 
-    models = {"ProbPose": _load_model(args.weights, "probpose", args.trusted),
-              "Heatmap baseline": _load_model(args.baseline_weights, "heatmap", args.trusted)}
+    models = {"Heatmap baseline": _load_model(args.baseline_weights, "heatmap", args.trusted),
+              "ProbPose": _load_model(args.weights, "probpose", args.trusted)}
+    if not args.no_dh and (args.dh_weights or EMBEDDED_DH_WEIGHTS.is_file()):
+        models["ProbPose-DH"] = _load_model(args.dh_weights, "probpose_dh", args.trusted)
     img, crop = _cropcoco_set(args, out, coco)
     metrics: dict = {}
     for name, model in models.items():

@@ -1,4 +1,4 @@
-"""ProbPose vs the heatmap baseline on the same sets, tabulated like the paper's main table.
+"""Heatmap baseline vs ProbPose (and ProbPose-DH) on the same sets, tabulated like the paper's main table.
 
 The paper's own numbers (full COCO val / CropCOCO, official ViT-S weights) are kept beside ours and clearly
 labelled; ours come from whatever weights and (small) data are given.

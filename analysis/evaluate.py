@@ -189,7 +189,7 @@ def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = 
         labels = presence_labels([anns[p.ann_id] for p in ok])
         for i, (p, pp) in enumerate(zip(ok, res.people, strict=True)):
             kpts = np.concatenate([pp.keypoints, pp.presence[:, None]], axis=1)
-            if out.kind == "probpose":
+            if out.kind in ("probpose", "probpose_dh"):  # DH: presence = P(inside the wide window)
                 resc, logit = pp.oks, out.presence_logits[i].astype(np.float64)
             else:
                 resc, logit = pp.keypoint_scores, np.full(NUM_KEYPOINTS, np.nan)

@@ -390,4 +390,9 @@ class CocoPoseDataset(Dataset):
             hm = encode_heatmaps(s.keypoints, s.annotated)
             item["heatmap"] = torch.as_tensor(np.asarray(hm.maps), dtype=torch.float32)
             item["heatmap_weight"] = torch.as_tensor(np.asarray(hm.weights), dtype=torch.float32)
+        item.update(self.extra_targets(s, index))
         return item
+
+    def extra_targets(self, sample: Sample, index: int) -> dict[str, torch.Tensor]:
+        """More tensors for the item of ``sample`` (subclasses: ``probpose.dual_data.DualPoseDataset``)."""
+        return {}

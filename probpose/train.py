@@ -101,7 +101,7 @@ class TrainConfig:
     """Everything a training run needs. Load from TOML with `load_config`; sections [model], [data], [augment],
     [optim] map to the nested dataclasses (``model`` is the architecture dict of ProbPoseConfig/HeatmapConfig)."""
 
-    kind: str = "probpose"  # "probpose" (ProbPose head + losses) or "heatmap" (ViTPose-style baseline)
+    kind: str = "probpose"  # "probpose", "probpose_dh" (dual map, docs/dual.md) or "heatmap" (ViTPose baseline)
     model: dict = field(default_factory=dict)  # architecture overriding the official defaults; empty = *_t size
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -120,8 +120,8 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch default
 
     def __post_init__(self) -> None:
-        if self.kind not in ("probpose", "heatmap"):
-            raise ValueError(f"kind must be 'probpose' or 'heatmap', got {self.kind!r}")
+        if self.kind not in ("probpose", "probpose_dh", "heatmap"):
+            raise ValueError(f"kind must be 'probpose', 'probpose_dh' or 'heatmap', got {self.kind!r}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
 
@@ -164,6 +164,10 @@ def build_model(kind: str, arch: dict | None = None) -> nn.Module:
         from probpose.models.probpose import PROBPOSE_T_CONFIG, ProbPose, ProbPoseConfig
 
         small, cls, cfg_cls = PROBPOSE_T_CONFIG, ProbPose, ProbPoseConfig
+    elif kind == "probpose_dh":
+        from probpose.models.dual import PROBPOSE_T_DH_CONFIG, DualProbPose, DualProbPoseConfig
+
+        small, cls, cfg_cls = PROBPOSE_T_DH_CONFIG, DualProbPose, DualProbPoseConfig
     else:
         from probpose.models.heatmap import VITPOSE_T_CONFIG, HeatmapConfig, HeatmapPose
 
@@ -199,6 +203,10 @@ def init_weights(model: nn.Module, source: str | Path) -> str:
 
         sd, _ = load_state_dict_file(path)
     own = model.state_dict()
+    if getattr(model, "kind", None) == "probpose_dh":
+        from probpose.dual_data import alias_wide_branch
+
+        sd = alias_wide_branch(sd, own)  # the wide branch's deconvs start as the expert ones
     used = [k for k, v in sd.items() if k in own and own[k].shape == v.shape]
     if not used:
         raise CheckpointError(f"{path} shares no tensor (same name and shape) with the {type(model).__name__} "
@@ -272,7 +280,12 @@ def heatmap_losses(out, batch: dict) -> dict[str, torch.Tensor]:
     return {"loss_kpt": loss, "loss": loss}
 
 
-def compute_losses(kind: str, out, batch: dict) -> dict[str, torch.Tensor]:
+def compute_losses(kind: str, out, batch: dict, model_config=None) -> dict[str, torch.Tensor]:
+    """The loss dict of a model kind; ``model_config`` (the model's config) gives ProbPose-DH its windows."""
+    if kind == "probpose_dh":
+        from probpose.dual_data import dual_batch_losses
+
+        return dual_batch_losses(out, batch, model_config)
     return probpose_losses(out, batch) if kind == "probpose" else heatmap_losses(out, batch)
 
 
@@ -334,7 +347,8 @@ def evaluate_losses(model: nn.Module, kind: str, dataset: CocoPoseDataset, devic
 
     kpt_oks: mean over annotated in-window keypoints of exp(-d^2 / (2 area (2 sigma_k)^2)), d in image px between
     the decoded keypoint (expected-OKS decoder, or DARK for heatmaps) and the GT. presence_err: share of annotated
-    keypoints with (presence >= 0.5) != in-window (ProbPose only).
+    keypoints with (presence >= 0.5) != in-window (ProbPose; for ProbPose-DH the merged decode of both maps and
+    presence against the wide window).
     """
     from probpose.codec import decode_expected_oks, decode_heatmaps
     from probpose.geometry import input_to_image
@@ -348,21 +362,25 @@ def evaluate_losses(model: nn.Module, kind: str, dataset: CocoPoseDataset, devic
     for batch in loader:
         batch = _to(batch, device)
         out = model(batch["image"])
-        for k, v in compute_losses(kind, out, batch).items():
+        for k, v in compute_losses(kind, out, batch, getattr(model, "config", None)).items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n_batches += 1
-        if kind == "probpose":
-            dec = decode_expected_oks(out.probmaps.float().cpu().numpy())
+        inw = batch["in_window"].cpu().numpy() > 0
+        if kind == "probpose_dh":  # merged expert / wide decode; presence against the wide window
+            from probpose.dual_data import decode_dual_batch
+
+            kp, pres, inw_pres = decode_dual_batch(out, batch, getattr(model, "config", None))
+        elif kind == "probpose":
+            kp = decode_expected_oks(out.probmaps.float().cpu().numpy()).keypoints
             pres = out.presence.float().cpu().numpy() >= 0.5
         else:
-            dec = decode_heatmaps(out.heatmaps.float().cpu().numpy())
+            kp = decode_heatmaps(out.heatmaps.float().cpu().numpy()).keypoints
             pres = None
         center = batch["center"].cpu().numpy()
         scale = batch["scale"].cpu().numpy()
-        pred = input_to_image(dec.keypoints, center, scale)
+        pred = input_to_image(kp, center, scale)
         gt = input_to_image(batch["keypoints_input"].cpu().numpy().astype(np.float64), center, scale)
         ann = batch["annotated"].cpu().numpy() > 0
-        inw = batch["in_window"].cpu().numpy() > 0
         idx = batch["index"].cpu().numpy()
         area = np.array([dataset.people[i].area for i in idx])[:, None]
         d2 = ((pred - gt) ** 2).sum(-1)
@@ -371,7 +389,7 @@ def evaluate_losses(model: nn.Module, kind: str, dataset: CocoPoseDataset, devic
         oks_sum += float(oks[m].sum())
         oks_n += float(m.sum())
         if pres is not None:
-            pres_err += float((pres != inw)[ann].sum())
+            pres_err += float((pres != (inw_pres if kind == "probpose_dh" else inw))[ann].sum())
             pres_n += float(ann.sum())
     model.train(was_training)
     metrics = {k: v / max(1, n_batches) for k, v in sums.items()}
@@ -418,13 +436,18 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         d = config.data
-        self.train_set = CocoPoseDataset(d.train_ann, d.train_images, config.augment, seed=config.seed,
-                                         heatmap_targets=config.kind == "heatmap", preload=d.preload,
-                                         max_people=d.max_people)
+        dataset_cls, extra = CocoPoseDataset, {}
+        if config.kind == "probpose_dh":  # the same samples plus the dual-map targets and box masks
+            from probpose.dual_data import DualPoseDataset
+
+            dataset_cls, extra = DualPoseDataset, {"dual": self.model.config}
+        self.train_set = dataset_cls(d.train_ann, d.train_images, config.augment, seed=config.seed,
+                                     heatmap_targets=config.kind == "heatmap", preload=d.preload,
+                                     max_people=d.max_people, **extra)
         self.val_set = None
         if d.val_ann and self.rank == 0:
-            self.val_set = CocoPoseDataset(d.val_ann, d.val_images, AugmentConfig(enabled=False),
-                                           heatmap_targets=config.kind == "heatmap", preload=d.preload)
+            self.val_set = dataset_cls(d.val_ann, d.val_images, AugmentConfig(enabled=False),
+                                       heatmap_targets=config.kind == "heatmap", preload=d.preload, **extra)
         self.sampler = _ResumableSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                          seed=config.seed, drop_last=True)
         self.steps_per_epoch = len(self.sampler) // config.batch_size
@@ -518,7 +541,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             out = self.net(batch["image"])
-        losses = compute_losses(self.config.kind, out, batch)
+        losses = compute_losses(self.config.kind, out, batch, self.model.config)
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(f"non-finite loss at step {self.step}: "
                                      f"{ {k: float(v) for k, v in losses.items()} }")
@@ -708,6 +731,9 @@ def export_weights(checkpoint: str | Path, out_path: str | Path, *, calibrate_sp
         cal["presence_folded_into"] = "head.probability_layers.12 (weight and bias divided by T)"
         apply_calibration(model, cal["map_temperature"], cal["presence_temperature"])
         meta["calibration"] = cal
+    elif config.kind == "probpose_dh":
+        meta["calibration"] = ("skipped: ProbPose-DH maps are raw (normalize='none', no temperature) and its "
+                               "presence is left uncalibrated")
     return save_safetensors(model, out_path, metadata=json.loads(json.dumps(meta, default=str)))
 
 

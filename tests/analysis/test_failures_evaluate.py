@@ -114,7 +114,10 @@ def test_runner_survives_missing_images_and_bad_boxes(small_val, tiny_heatmap, t
 
 @pytest.mark.slow
 def test_cli_evaluate_and_compare(small_val, tiny_probpose, tiny_heatmap, tmp_path, capsys):
+    import torch
+
     from analysis.__main__ import main
+    from probpose.models.dual import probpose_test_dh
     from probpose.weights import save_safetensors
 
     img, cs = small_val
@@ -122,17 +125,21 @@ def test_cli_evaluate_and_compare(small_val, tiny_probpose, tiny_heatmap, tmp_pa
     ann.write_text(json.dumps(cs.dataset))
     wp = save_safetensors(tiny_probpose, tmp_path / "pp.safetensors", dtype=None)
     wh = save_safetensors(tiny_heatmap, tmp_path / "hm.safetensors", dtype=None)
+    torch.manual_seed(0)
+    wd = save_safetensors(probpose_test_dh().eval(), tmp_path / "dh.safetensors", dtype=None)
     rc = main(["evaluate", "--weights", str(wp), "--data", str(img), "--ann", str(ann), "--out",
                str(tmp_path / "ev"), "--cropcoco", "--no-png", "--no-sweep"])
     assert rc == 0
     assert (tmp_path / "ev" / "coco" / "report.md").is_file()
     assert (tmp_path / "ev" / "cropcoco" / "metrics.json").is_file()
     assert (tmp_path / "ev" / "cropcoco_set" / "annotations" / "person_keypoints_val2017.json").is_file()
-    rc = main(["compare", "--weights", str(wp), "--baseline-weights", str(wh), "--data", str(img), "--ann",
-               str(ann), "--out", str(tmp_path / "cmp"), "--no-png", "--no-sweep", "--no-calibration"])
+    rc = main(["compare", "--weights", str(wp), "--baseline-weights", str(wh), "--dh-weights", str(wd), "--data",
+               str(img), "--ann", str(ann), "--out", str(tmp_path / "cmp"), "--no-png", "--no-sweep",
+               "--no-calibration"])
     assert rc == 0
     table = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "ProbPose (ours)" in table and "ProbPose-s (paper) | 76.6 | 81.7 | 73.9" in table
+    assert table.index("Heatmap baseline (ours)") < table.index("ProbPose (ours)") < table.index("ProbPose-DH (ours)")
+    assert "ProbPose-s (paper) | 76.6 | 81.7 | 73.9" in table
     assert main(["evaluate", "--data", str(img), "--ann", str(tmp_path / "missing.json"), "--out",
                  str(tmp_path / "x"), "--weights", str(wp)]) == 2
     assert "not found" in capsys.readouterr().err

@@ -47,7 +47,7 @@ def _tiny_config(coco_train, tmp_path, **kw) -> TrainConfig:
 def test_load_config_reads_every_shipped_toml():
     for path in sorted((REPO / "configs").glob("*.toml")):
         cfg = load_config(path)
-        assert cfg.kind in ("probpose", "heatmap")
+        assert cfg.kind in ("probpose", "probpose_dh", "heatmap")
         model = build_model(cfg.kind, cfg.model)
         assert model.kind == cfg.kind
 
