@@ -403,6 +403,14 @@ def _in_hf_cache(path: Path) -> bool:
 # ----------------------------------------------------------------------------------------------- public API
 
 
+def _display_path(path: Path) -> str:
+    """The embedded weights as `probpose/assets/...` (not this machine's absolute path), others unchanged."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return str(path)
+
+
 def load_pretrained(source: str | os.PathLike | None = None, *, kind: str = "auto",
                     config: ProbPoseConfig | HeatmapConfig | None = None, device: str | torch.device = "cpu",
                     revision: str | None = None, trusted: bool = False,
@@ -440,7 +448,7 @@ def load_pretrained(source: str | os.PathLike | None = None, *, kind: str = "aut
     model = build_model(config)
     load_into(model, sd)
     model.metadata = {**{k: v for k, v in meta.items() if k != "config"}, **extra,
-                      "source": str(source if source is not None else path), "kind": model.kind,
+                      "source": str(source) if source is not None else _display_path(path), "kind": model.kind,
                       "config": config.to_dict()}
     if from_hub and not converted.is_file():
         try:  # best effort: a read-only cache just means we unpickle again next time
