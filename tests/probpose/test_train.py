@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,7 +41,7 @@ def _tiny_config(coco_train, tmp_path, **kw) -> TrainConfig:
         augment=AugmentConfig(crop_prob=0.5, color_jitter=0.2),
         optim=OptimConfig(lr=1e-3, warmup_iters=2, layer_decay=0.8),
         epochs=3, batch_size=4, eval_interval=0, checkpoint_interval=0, log_interval=1,
-        out_dir=str(tmp_path / "run"), device="cpu", seed=0)
+        out_dir=str(tmp_path / "run"), device="cpu", seed=0, amp="off", threads=1)
     return dataclasses.replace(cfg, **kw)
 
 
@@ -101,6 +102,20 @@ def test_a_few_steps_on_real_data_lower_the_loss(coco_train, tmp_path, kind):
     # The heatmap MSE starts near mean(T^2) (outputs ~0 at init) and falls more slowly than the ProbPose sum.
     factor = 0.8 if kind == "probpose" else 0.95
     assert sum(losses[-3:]) / 3 < factor * losses[0], losses
+
+
+def test_bf16_autocast_step_is_finite_and_losses_stay_float32(coco_train, tmp_path):
+    from probpose.train import compute_losses
+
+    cfg = _tiny_config(coco_train, tmp_path, amp="bf16", augment=AugmentConfig(enabled=False))
+    trainer = Trainer(cfg, quiet=True)
+    assert trainer.amp_dtype == torch.bfloat16
+    batch = torch.utils.data.default_collate([trainer.train_set[i] for i in range(4)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = compute_losses("probpose", trainer.model(batch["image"]), batch)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    rec = trainer.train_step(batch)
+    assert all(np.isfinite(v) for v in rec.values())
 
 
 def test_resume_reproduces_the_next_losses(coco_train, tmp_path):
