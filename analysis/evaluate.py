@@ -86,6 +86,7 @@ class RunOutput:
     skipped: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    temperature: float = 0.5  # the sparsemax temperature the model ran with (0.5 official; demo: calibrated)
 
 
 def rescore(records: PersonRecords, threshold: float) -> np.ndarray:
@@ -224,7 +225,7 @@ def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = 
     ms = MapSamples.concat(samples) if keep_map_samples else None
     return RunOutput(predictor.kind, predictor.model_name, results, records, evaluated, ms,
                      np.concatenate(sample_img) if sample_img else np.zeros(0, np.int64), skipped, messages,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, float(getattr(model, "temperature", 0.5)))
 
 
 def _calibration(run: RunOutput, seed: int) -> dict:
@@ -248,7 +249,7 @@ def _calibration(run: RunOutput, seed: int) -> dict:
             in_fit = np.array([i in fit_ids for i in run.map_sample_image.tolist()], dtype=bool)
             tm = fit_map_temperature(ms.take(np.nonzero(in_fit)[0]), seed=seed)
             evs = ms.take(np.nonzero(~in_fit)[0])
-            base_t = 0.5
+            base_t = run.temperature  # "before" = the maps as the model outputs them
             cb = coverage(mass_above(maps_at_temperature(evs, base_t), evs.gt_xy))
             ca = coverage(mass_above(maps_at_temperature(evs, tm), evs.gt_xy))
             out["maps"] = {"temperature_model": base_t, "temperature_fitted": tm, "coverage_before": cb.to_dict(),

@@ -448,7 +448,8 @@ def load_pretrained(source: str | os.PathLike | None = None, *, kind: str = "aut
     model = build_model(config)
     load_into(model, sd)
     model.metadata = {**{k: v for k, v in meta.items() if k != "config"}, **extra,
-                      "source": str(source) if source is not None else _display_path(path), "kind": model.kind,
+                      "source": _display_path(path) if source is None or Path(str(source)).is_file() else str(source),
+                      "kind": model.kind,
                       "config": config.to_dict()}
     if from_hub and not converted.is_file():
         try:  # best effort: a read-only cache just means we unpickle again next time
