@@ -20,11 +20,10 @@ from probpose.models.probpose import (
     PROBPOSE_S_CONFIG,
     PROBPOSE_T_CONFIG,
     PROBPOSE_TEST_CONFIG,
+    ScalarBranchesMixin,
     check_input,
     init_head_weights,
     make_deconv_layers,
-    make_scalar_branch,
-    run_scalar_branch,
     sparsemax,
 )
 from probpose.models.vit import HeadConfigMixin, VisionTransformer, ViTConfig
@@ -108,14 +107,13 @@ class DualProbPoseOutput:
     error: torch.Tensor  # (N,K) ReLU, frozen by default
 
 
-class DualProbPoseHead(nn.Module):
+class DualProbPoseHead(ScalarBranchesMixin, nn.Module):
     """Two map branches on the (non-detached) features, four scalar branches on the detached features."""
 
     def __init__(self, config: DualProbPoseConfig) -> None:
         super().__init__()
         c = config.backbone.embed_dim
         k = config.num_keypoints
-        grid = config.backbone.grid_size
         out_c = config.deconv_channels[-1] if config.deconv_channels else c
         self.config = config
         # Expert map: the official first branch's attribute names (conv_layers / normalize_layer hold no weights).
@@ -127,15 +125,10 @@ class DualProbPoseHead(nn.Module):
         self.second_head = nn.Sequential(
             make_deconv_layers(c, config.deconv_channels, config.deconv_kernel), nn.Identity(),
             nn.Conv2d(out_c, k, 1), nn.Sigmoid() if config.normalize == "sigmoid" else nn.Identity())
-        b = config.scalar_channels
-        self.probability_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
-        self.visibility_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
-        self.oks_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
-        self.error_layers = make_scalar_branch(c, b, k, grid, nn.ReLU())
+        self._add_scalar_branches(config)
         init_head_weights(self)
         if config.freeze_error:
-            for p in self.error_layers.parameters():
-                p.requires_grad_(False)
+            self._freeze_error_branch()
 
     def _normalize(self, logits: torch.Tensor, layer: nn.Module, temperature: float) -> torch.Tensor:
         if self.config.normalize != "sparsemax":
@@ -147,16 +140,10 @@ class DualProbPoseHead(nn.Module):
         expert_logits = self.final_layer(self.conv_layers(self.deconv_layers(feats)))
         deconv, conv, final, norm = self.second_head
         wide_logits = final(conv(deconv(feats)))
-        detached = feats.detach()  # official: presence / visibility / OKS / error branches do not train the backbone
-        presence_logits, presence = run_scalar_branch(self.probability_layers, detached)
-        _, visibility = run_scalar_branch(self.visibility_layers, detached)
-        _, oks = run_scalar_branch(self.oks_layers, detached)
-        _, error = run_scalar_branch(self.error_layers, detached)
         return DualProbPoseOutput(
             expert_maps=self._normalize(expert_logits, self.normalize_layer, temperature),
             wide_maps=self._normalize(wide_logits, norm, temperature),
-            expert_logits=expert_logits, wide_logits=wide_logits, presence=presence,
-            presence_logits=presence_logits, visibility=visibility, oks=oks, error=error)
+            expert_logits=expert_logits, wide_logits=wide_logits, **self._scalar_outputs(feats))
 
 
 class DualProbPose(nn.Module):

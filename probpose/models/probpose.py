@@ -20,6 +20,7 @@ __all__ = [
     "ProbPoseConfig",
     "ProbPose",
     "ProbPoseHead",
+    "ScalarBranchesMixin",
     "ProbPoseOutput",
     "sparsemax",
     "make_deconv_layers",
@@ -199,27 +200,48 @@ def check_input(x: torch.Tensor, img_size: tuple[int, int], name: str) -> None:
                               "uint8 crop with PIXEL_MEAN / PIXEL_STD first")
 
 
-class ProbPoseHead(nn.Module):
+class ScalarBranchesMixin:
+    """The presence / visibility / OKS / error branches (official names), shared by the ProbPose and DH heads."""
+
+    def _add_scalar_branches(self, config) -> None:
+        c, k, grid, b = (config.backbone.embed_dim, config.num_keypoints, config.backbone.grid_size,
+                         config.scalar_channels)
+        self.probability_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
+        self.visibility_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
+        self.oks_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
+        self.error_layers = make_scalar_branch(c, b, k, grid, nn.ReLU())
+
+    def _freeze_error_branch(self) -> None:
+        # Official: frozen parameters; BN running stats still update in train mode.
+        for p in self.error_layers.parameters():
+            p.requires_grad_(False)
+
+    def _scalar_outputs(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """presence, presence_logits, visibility, oks, error, each (N, K)."""
+        # Only the map branch trains the backbone (detach_probability / detach_visibility, OKS and error).
+        detached = feats.detach()
+        presence_logits, presence = run_scalar_branch(self.probability_layers, detached)
+        _, visibility = run_scalar_branch(self.visibility_layers, detached)
+        _, oks = run_scalar_branch(self.oks_layers, detached)
+        _, error = run_scalar_branch(self.error_layers, detached)
+        return {"presence": presence, "presence_logits": presence_logits, "visibility": visibility, "oks": oks,
+                "error": error}
+
+
+class ProbPoseHead(ScalarBranchesMixin, nn.Module):
     """Probability-map branch on the deconv path plus four scalar branches on the detached backbone features."""
 
     def __init__(self, config: ProbPoseConfig) -> None:
         super().__init__()
         c = config.backbone.embed_dim
         k = config.num_keypoints
-        grid = config.backbone.grid_size
         self.config = config
         self.deconv_layers = make_deconv_layers(c, config.deconv_channels, config.deconv_kernel)
         self.final_layer = nn.Conv2d(config.deconv_channels[-1] if config.deconv_channels else c, k, 1)
-        b = config.scalar_channels
-        self.probability_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
-        self.visibility_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
-        self.oks_layers = make_scalar_branch(c, b, k, grid, nn.Sigmoid())
-        self.error_layers = make_scalar_branch(c, b, k, grid, nn.ReLU())
+        self._add_scalar_branches(config)
         init_head_weights(self)
         if config.freeze_error:
-            # Official: frozen parameters; BN running stats still update in train mode.
-            for p in self.error_layers.parameters():
-                p.requires_grad_(False)
+            self._freeze_error_branch()
 
     def normalize_maps(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """(N,K,H,W) logits -> probability maps: sparsemax over the H*W pixels of each map."""
@@ -230,14 +252,7 @@ class ProbPoseHead(nn.Module):
     def forward(self, feats: torch.Tensor, temperature: float) -> ProbPoseOutput:
         logits = self.final_layer(self.deconv_layers(feats))
         probmaps = self.normalize_maps(logits, temperature)
-        # Only the map branch trains the backbone (detach_probability / detach_visibility, OKS and error).
-        detached = feats.detach()
-        presence_logits, presence = run_scalar_branch(self.probability_layers, detached)
-        _, visibility = run_scalar_branch(self.visibility_layers, detached)
-        _, oks = run_scalar_branch(self.oks_layers, detached)
-        _, error = run_scalar_branch(self.error_layers, detached)
-        return ProbPoseOutput(probmaps=probmaps, logits=logits, presence=presence,
-                              presence_logits=presence_logits, visibility=visibility, oks=oks, error=error)
+        return ProbPoseOutput(probmaps=probmaps, logits=logits, **self._scalar_outputs(feats))
 
 
 class ProbPose(nn.Module):
