@@ -765,20 +765,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Trainer:
 def _apply_overrides(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     if args.out:
         config.out_dir = args.out
-    if args.epochs is not None:
-        config.epochs = args.epochs
-    if args.max_steps is not None:
-        config.max_steps = args.max_steps
-    if args.batch_size is not None:
-        config.batch_size = args.batch_size
-    if args.device is not None:
-        config.device = args.device
-    if args.seed is not None:
-        config.seed = args.seed
-    if args.amp is not None:
-        config.amp = args.amp
-    if args.init_from is not None:
-        config.init_from = args.init_from
+    # CLI flags share the TrainConfig field names; None means "keep the config's value".
+    for name in ("epochs", "max_steps", "batch_size", "device", "seed", "amp", "init_from"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
     return config
 
 

@@ -22,6 +22,7 @@ from probpose.models.probpose import (
     PROBPOSE_TEST_CONFIG,
     ScalarBranchesMixin,
     check_input,
+    check_scalar_head_config,
     init_head_weights,
     make_deconv_layers,
     sparsemax,
@@ -69,14 +70,9 @@ class DualProbPoseConfig(HeadConfigMixin):
 
     def __post_init__(self) -> None:
         self._normalize_fields()
-        hp, wp = self.backbone.grid_size
-        if hp % 4 or wp % 4:
-            raise ValueError(f"the scalar branches pool the {hp}x{wp} token grid to 4x4; both sides must be "
-                             "divisible by 4 (use img_size 256x192 with patch 16)")
+        check_scalar_head_config(self)
         if self.normalize not in MAP_NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {MAP_NORMALIZATIONS}, got {self.normalize!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.in_padding <= self.out_padding:
             raise ValueError(f"need 0 < in_padding <= out_padding (the wide map must cover the expert map), got "
                              f"{self.in_padding} and {self.out_padding}")

@@ -27,6 +27,7 @@ __all__ = [
     "make_scalar_branch",
     "init_head_weights",
     "check_input",
+    "check_scalar_head_config",
     "PROBPOSE_S_CONFIG",
     "probpose_s",
     "PROBPOSE_T_CONFIG",
@@ -85,6 +86,16 @@ def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- config
 
 
+def check_scalar_head_config(config) -> None:
+    """Checks shared by the ProbPose and ProbPose-DH configs: the scalar branches' pooling and the temperature."""
+    hp, wp = config.backbone.grid_size
+    if hp % 4 or wp % 4:
+        raise ValueError(f"the scalar branches pool the {hp}x{wp} token grid to 4x4; both sides must be "
+                         "divisible by 4 (use img_size 256x192 with patch 16)")
+    if config.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {config.temperature}")
+
+
 @dataclass(frozen=True)
 class ProbPoseConfig(HeadConfigMixin):
     """Architecture of a ProbPose model. `branch_channels=None` means embed_dim (the official layout)."""
@@ -100,12 +111,7 @@ class ProbPoseConfig(HeadConfigMixin):
 
     def __post_init__(self) -> None:
         self._normalize_fields()
-        hp, wp = self.backbone.grid_size
-        if hp % 4 or wp % 4:
-            raise ValueError(f"the scalar branches pool the {hp}x{wp} token grid to 4x4; both sides must be "
-                             "divisible by 4 (use img_size 256x192 with patch 16)")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        check_scalar_head_config(self)
 
     @property
     def scalar_channels(self) -> int:
