@@ -178,6 +178,20 @@ def apply_affine(points, matrix: np.ndarray) -> np.ndarray:
     return np.einsum("...ij,...pj->...pi", m[..., :2], p) + m[..., None, :, 2]
 
 
+def _grid_to_image(xy, center, scale, size: tuple[int, int]) -> np.ndarray:
+    """UDP: pixel u of a (w, h) grid spanning the window -> image x = c - S/2 + u * S / (w - 1) (same for y)."""
+    p = np.asarray(xy, dtype=np.float64)
+    c, s = _broadcast_window(p, *_window_args(center, scale))
+    return c - s / 2.0 + p * s / (np.asarray(size, np.float64) - 1.0)
+
+
+def _image_to_grid(xy, center, scale, size: tuple[int, int]) -> np.ndarray:
+    """Inverse of ``_grid_to_image``."""
+    p = np.asarray(xy, dtype=np.float64)
+    c, s = _broadcast_window(p, *_window_args(center, scale))
+    return (p - c + s / 2.0) * (np.asarray(size, np.float64) - 1.0) / s
+
+
 def input_to_image(xy_input, center, scale, input_size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
     """Crop px -> image px (rotation 0): x = c_x - S_w/2 + u * S_w / 191, y likewise with 255.
 
@@ -186,18 +200,12 @@ def input_to_image(xy_input, center, scale, input_size: tuple[int, int] = INPUT_
     Returns:
         Same shape as ``xy_input``, float64 image px.
     """
-    p = np.asarray(xy_input, dtype=np.float64)
-    c, s = _broadcast_window(p, *_window_args(center, scale))
-    denom = np.array([input_size[0] - 1.0, input_size[1] - 1.0])
-    return c - s / 2.0 + p * s / denom
+    return _grid_to_image(xy_input, center, scale, input_size)
 
 
 def image_to_input(xy_image, center, scale, input_size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
     """Image px -> crop px (rotation 0), the inverse of ``input_to_image``; equals ``udp_warp_matrix`` at t = 0."""
-    p = np.asarray(xy_image, dtype=np.float64)
-    c, s = _broadcast_window(p, *_window_args(center, scale))
-    denom = np.array([input_size[0] - 1.0, input_size[1] - 1.0])
-    return (p - c + s / 2.0) * denom / s
+    return _image_to_grid(xy_image, center, scale, input_size)
 
 
 def heatmap_to_image(xy_heatmap, center, scale, heatmap_size: tuple[int, int] = HEATMAP_SIZE) -> np.ndarray:
@@ -208,18 +216,12 @@ def heatmap_to_image(xy_heatmap, center, scale, heatmap_size: tuple[int, int] = 
     Returns:
         Same shape, float64 image px.
     """
-    p = np.asarray(xy_heatmap, dtype=np.float64)
-    c, s = _broadcast_window(p, *_window_args(center, scale))
-    denom = np.array([heatmap_size[0] - 1.0, heatmap_size[1] - 1.0])
-    return c - s / 2.0 + p * s / denom
+    return _grid_to_image(xy_heatmap, center, scale, heatmap_size)
 
 
 def image_to_heatmap(xy_image, center, scale, heatmap_size: tuple[int, int] = HEATMAP_SIZE) -> np.ndarray:
     """Image px -> heatmap px (rotation 0), the inverse of ``heatmap_to_image``."""
-    p = np.asarray(xy_image, dtype=np.float64)
-    c, s = _broadcast_window(p, *_window_args(center, scale))
-    denom = np.array([heatmap_size[0] - 1.0, heatmap_size[1] - 1.0])
-    return (p - c + s / 2.0) * denom / s
+    return _image_to_grid(xy_image, center, scale, heatmap_size)
 
 
 def clip_box(box_xyxy, image_size: tuple[int, int]) -> np.ndarray:
