@@ -171,7 +171,8 @@ def _merge(parts: list[RunOutput]) -> RunOutput:
     return RunOutput(parts[0].kind, parts[0].model_name, [r for p in parts for r in p.results], records,
                      [i for p in parts for i in p.image_ids], MapSamples.concat(samples) if samples else None,
                      np.concatenate([p.map_sample_image for p in parts if p.map_sample_image is not None]),
-                     skipped, [m for p in parts for m in p.messages], sum(p.seconds for p in parts))
+                     skipped, [m for p in parts for m in p.messages], sum(p.seconds for p in parts),
+                     parts[0].temperature)
 
 
 def run_in_chunks(model, es: EvalSet, *, keep_map_samples: bool = False, progress: Progress = None,
