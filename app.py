@@ -1,6 +1,6 @@
 """ProbPose Studio: the Gradio research demo. `python app.py` (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured).
 
-Only wiring lives here; every handler is a plain function in `probpose.app_handlers` (tested without Gradio).
+Only wiring lives here; every handler is a plain function in `studio.app_handlers` (tested without Gradio).
 """
 
 import os
@@ -9,7 +9,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at star
 
 import gradio as gr  # noqa: E402
 
-from probpose import app_handlers as H  # noqa: E402  (imports `spaces` before torch, for ZeroGPU)
+from studio import app_handlers as H  # noqa: E402  (imports `spaces` before torch, for ZeroGPU)
 
 KEYPOINTS = list(H.KEYPOINT_NAMES)
 # System fonts only: the default theme would fetch Google fonts, and the app must work offline.

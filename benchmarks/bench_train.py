@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from probpose.data import AugmentConfig, CocoPoseDataset  # noqa: E402
-from probpose.train import (  # noqa: E402
+from training.data import AugmentConfig, CocoPoseDataset  # noqa: E402
+from training.train import (  # noqa: E402
     DataConfig,
     OptimConfig,
     TrainConfig,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | kind | params (M) | batch | crops/s |")
     print("|---|---|---|---|---|")
     for name, (kind, arch) in _models(args.models).items():
-        from probpose.train import build_model
+        from training.train import build_model
 
         params = sum(p.numel() for p in build_model(kind, arch).parameters()) / 1e6
         for bs in args.batch_sizes:

@@ -47,7 +47,7 @@ def test_files_are_consistent(written):
 
 
 def test_app_tabs_render_the_files(written, monkeypatch):
-    from probpose import app_handlers as H
+    from studio import app_handlers as H
 
     paths, _, tmp = written
     monkeypatch.setattr(H, "PRECOMPUTED_DIR", paths["cases"].parent)
@@ -71,7 +71,7 @@ def test_app_tabs_render_the_files(written, monkeypatch):
 
 def test_cli_and_app_recompute(tmp_path, coco_val, tiny_probpose, tiny_heatmap, monkeypatch):
     from analysis.__main__ import main
-    from probpose import app_handlers as H
+    from studio import app_handlers as H
     from probpose.weights import save_safetensors
 
     pp = save_safetensors(tiny_probpose, tmp_path / "pp.safetensors")

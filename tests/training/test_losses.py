@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from probpose.losses import (
+from training.losses import (
     OKS_TARGET_AREA,
     heatmap_mse_loss,
     oks_heatmap_loss,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from probpose import app_handlers as H
+from studio import app_handlers as H
 from probpose.constants import KEYPOINT_NAMES
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = {"predict", "explore", "redraw", "compare", "compare_redraw", "cropcoco_table", "cropcoco_case",
           "cropcoco_recompute", "calibration_recompute", "sweep_preview", "sweep_recompute", "analysis"}
 
@@ -131,7 +131,7 @@ def test_bad_upload_and_bad_checkpoint_keep_serving(served, photo):
     assert "broken.png" in data["error"] and drawing is None
     not_ckpt = tmp / "model.safetensors"
     not_ckpt.write_bytes(b"nope")
-    from probpose.app_handlers import MODEL_CUSTOM
+    from studio.app_handlers import MODEL_CUSTOM
 
     data, drawing = client.predict(handle_file(photo), model_choice=MODEL_CUSTOM, model_path=str(not_ckpt),
                                    api_name="/predict")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probpose.data import AugmentConfig
+from training.data import AugmentConfig
 from probpose.dual_codec import bbox_mask, input_to_map, map_window
-from probpose.dual_data import DualPoseDataset, sample_bbox_mask, sample_box
-from probpose.train import DataConfig, OptimConfig, TrainConfig, Trainer, export_weights
+from training.dual_data import DualPoseDataset, sample_bbox_mask, sample_box
+from training.train import DataConfig, OptimConfig, TrainConfig, Trainer, export_weights
 
 TINY_ARCH = {"backbone": {"embed_dim": 32, "depth": 2, "num_heads": 2, "ffn_dim": 64},
              "deconv_channels": [16, 16], "branch_channels": 16}

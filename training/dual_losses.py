@@ -1,7 +1,7 @@
 """ProbPose-DH training losses (spec 9, ``DoubleProbMapHead.loss``), built from the single-map losses.
 
 Total = loss_kpt (expert map) + loss_kpt2 (wide map) + presence + visibility + OKS, each weight 1 (the error
-branch is frozen, as in ``probpose.losses``). The official head's default map loss is ``KeypointMSELoss``
+branch is frozen, as in ``training.losses``). The official head's default map loss is ``KeypointMSELoss``
 (use_target_weight) on the un-normalised maps; ``map_loss='oks'`` gives OKSHeatmapLoss in its default
 (keypoint-wise) reduction for sparsemax maps. Shapes: B batch, K keypoints, H x W = 64 x 48.
 """
@@ -15,7 +15,7 @@ import torch
 
 from probpose.constants import COCO_SIGMAS
 from probpose.dual_codec import DEFAULT_SPREAD, decode_dual, decode_map
-from probpose.losses import (
+from training.losses import (
     OKS_TARGET_AREA,
     SMOOTHING_WEIGHT,
     heatmap_mse_loss,

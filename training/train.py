@@ -1,6 +1,6 @@
 """Trainer for ProbPose and the heatmap baseline: configs, optimiser, schedule, checkpoints, DDP, `train` CLI.
 
-    python -m probpose train --config configs/probpose_demo.toml [--resume runs/x/last.pt] [--epochs N]
+    python -m training --config configs/probpose_demo.toml [--resume runs/x/last.pt] [--epochs N]
     torchrun --nproc_per_node 8 -m probpose train --config configs/probpose_s_coco.toml   # data-parallel
 
 Recipe (spec 5.1): AdamW with layer-wise LR decay (no weight decay on 1-D tensors, biases and pos_embed), linear
@@ -31,9 +31,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from probpose.constants import COCO_SIGMAS
-from probpose.data import AugmentConfig, CocoPoseDataset
+from training.data import AugmentConfig, CocoPoseDataset
 from probpose.errors import CheckpointError
-from probpose.losses import (
+from training.losses import (
     heatmap_mse_loss,
     oks_heatmap_loss,
     oks_loss,
@@ -204,7 +204,7 @@ def init_weights(model: nn.Module, source: str | Path) -> str:
         sd, _ = load_state_dict_file(path)
     own = model.state_dict()
     if getattr(model, "kind", None) == "probpose_dh":
-        from probpose.dual_data import alias_wide_branch
+        from training.dual_data import alias_wide_branch
 
         sd = alias_wide_branch(sd, own)  # the wide branch's deconvs start as the expert ones
     used = [k for k, v in sd.items() if k in own and own[k].shape == v.shape]
@@ -283,7 +283,7 @@ def heatmap_losses(out, batch: dict) -> dict[str, torch.Tensor]:
 def compute_losses(kind: str, out, batch: dict, model_config=None) -> dict[str, torch.Tensor]:
     """The loss dict of a model kind; ``model_config`` (the model's config) gives ProbPose-DH its windows."""
     if kind == "probpose_dh":
-        from probpose.dual_data import dual_batch_losses
+        from training.dual_data import dual_batch_losses
 
         return dual_batch_losses(out, batch, model_config)
     return probpose_losses(out, batch) if kind == "probpose" else heatmap_losses(out, batch)
@@ -378,7 +378,7 @@ def evaluate_losses(model: nn.Module, kind: str, dataset: CocoPoseDataset, devic
         n_batches += 1
         inw = batch["in_window"].cpu().numpy() > 0
         if kind == "probpose_dh":  # merged expert / wide decode; presence against the wide window
-            from probpose.dual_data import decode_dual_batch
+            from training.dual_data import decode_dual_batch
 
             kp, pres, inw_pres = decode_dual_batch(out, batch, getattr(model, "config", None))
         elif kind == "probpose":
@@ -449,7 +449,7 @@ class Trainer:
         d = config.data
         dataset_cls, extra = CocoPoseDataset, {}
         if config.kind == "probpose_dh":  # the same samples plus the dual-map targets and box masks
-            from probpose.dual_data import DualPoseDataset
+            from training.dual_data import DualPoseDataset
 
             dataset_cls, extra = DualPoseDataset, {"dual": self.model.config}
         self.train_set = dataset_cls(d.train_ann, d.train_images, config.augment, seed=config.seed,

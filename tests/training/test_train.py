@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from probpose.data import AugmentConfig
-from probpose.train import (
+from training.data import AugmentConfig
+from training.train import (
     DataConfig,
     OptimConfig,
     TrainConfig,
@@ -105,7 +105,7 @@ def test_a_few_steps_on_real_data_lower_the_loss(coco_train, tmp_path, kind):
 
 
 def test_bf16_autocast_step_is_finite_and_losses_stay_float32(coco_train, tmp_path):
-    from probpose.train import compute_losses
+    from training.train import compute_losses
 
     cfg = _tiny_config(coco_train, tmp_path, amp="bf16", augment=AugmentConfig(enabled=False))
     trainer = Trainer(cfg, quiet=True)
@@ -162,7 +162,7 @@ _DDP_SCRIPT = textwrap.dedent("""
     import hashlib, json, os, sys
     import torch
     sys.path.insert(0, {repo!r})
-    from probpose.train import TrainConfig, Trainer
+    from training.train import TrainConfig, Trainer
     cfg = TrainConfig.from_dict(json.loads({cfg!r}))
     t = Trainer(cfg, quiet=True)
     t.fit()
@@ -215,7 +215,7 @@ def test_apply_calibration_is_exact_temperature_scaling(tiny_probpose):
     import copy
 
     from probpose.models.probpose import sparsemax
-    from probpose.train import apply_calibration
+    from training.train import apply_calibration
 
     model = copy.deepcopy(tiny_probpose)
     x = torch.randn(2, 3, 256, 192, generator=torch.Generator().manual_seed(0))
@@ -233,7 +233,7 @@ def test_apply_calibration_is_exact_temperature_scaling(tiny_probpose):
 def test_export_with_calibration_roundtrips_through_load_pretrained(coco_train, tmp_path):
     import json
 
-    from probpose.train import export_weights
+    from training.train import export_weights
     from probpose.weights import load_pretrained
 
     images, ann = coco_train

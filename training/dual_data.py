@@ -1,4 +1,4 @@
-"""ProbPose-DH training data: the dual-map targets on top of `probpose.data`'s samples (same augmentation path).
+"""ProbPose-DH training data: the dual-map targets on top of `training.data`'s samples (same augmentation path).
 
 `DualPoseDataset` is a `CocoPoseDataset` whose items also carry the targets of ``probpose.dual_codec.encode_dual``
 (expert / wide maps and their 'in/all' weights, presence against the wide window, with in_rect = the crop
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from probpose.constants import INPUT_SIZE
-from probpose.data import CocoPoseDataset, PersonRecord, Sample
+from training.data import CocoPoseDataset, PersonRecord, Sample
 from probpose.dual_codec import bbox_mask, decode_dual, encode_dual
-from probpose.dual_losses import dual_losses
+from training.dual_losses import dual_losses
 from probpose.geometry import udp_warp_matrix, warp_image
 from probpose.models.dual import DualProbPoseConfig
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from probpose.constants import FLIP_INDICES
-from probpose.data import AugmentConfig, CocoPoseDataset, load_coco_people, make_sample
+from training.data import AugmentConfig, CocoPoseDataset, load_coco_people, make_sample
 from probpose.errors import AnnotationError
 from probpose.geometry import box_to_window, image_to_input
 

@@ -394,5 +394,5 @@ class CocoPoseDataset(Dataset):
         return item
 
     def extra_targets(self, sample: Sample, index: int) -> dict[str, torch.Tensor]:
-        """More tensors for the item of ``sample`` (subclasses: ``probpose.dual_data.DualPoseDataset``)."""
+        """More tensors for the item of ``sample`` (subclasses: ``training.dual_data.DualPoseDataset``)."""
         return {}

@@ -1,0 +1,1 @@
+"""ProbPose Studio: the Gradio app (one module per tab). Imports probpose and analysis; nothing imports it."""
