@@ -1,7 +1,10 @@
 """ProbPose Studio: the Gradio research demo. `python app.py` (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured).
 
-Only wiring lives here; every handler is a plain function in `studio.app_handlers` (tested without Gradio).
+Only wiring lives here; every handler is a plain function in the `studio` package, one module per tab
+(`studio.explore`, `.compare`, `.cropcoco`, `.calibration`, `.sweep`), tested without Gradio in tests/studio/.
 """
+
+from __future__ import annotations
 
 import os
 
@@ -9,9 +12,21 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at star
 
 import gradio as gr  # noqa: E402
 
-from studio import app_handlers as H  # noqa: E402  (imports `spaces` before torch, for ZeroGPU)
+from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, KEYPOINT_NAMES  # noqa: E402
+from studio import (  # noqa: E402  (studio/__init__ imports `spaces` before torch, for ZeroGPU)
+    calibration,
+    compare,
+    cropcoco,
+    examples,
+    explore,
+    inputs,
+    models,
+    settings,
+    state,
+    sweep,
+)
 
-KEYPOINTS = list(H.KEYPOINT_NAMES)
+KEYPOINTS = list(KEYPOINT_NAMES)
 # System fonts only: the default theme would fetch Google fonts, and the app must work offline.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
@@ -37,22 +52,44 @@ def _or_skip(values, n: int):
 
 
 def _corner(pending, boxes_text, evt: gr.SelectData):
-    return H.add_box_corner(pending, boxes_text, evt.index)
+    return inputs.add_box_corner(pending, boxes_text, evt.index)
 
 
-def _crop_row(model, evt: gr.SelectData):
+def _crop_row(model, evt: gr.SelectData, request: gr.Request):
     rank = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    return (rank, *H.cropcoco_case(model, rank))
+    return (rank, *cropcoco.cropcoco_case(model, rank, request=request))
+
+
+def _examples(paths: list[str], image: gr.Image, fn=None, inputs=None, outputs=None) -> gr.helpers.Examples | None:
+    """Example photos under an image input; with ``fn``, a click also runs it (see ``_run_example``)."""
+    if not paths:
+        return None
+    ex = gr.Examples(examples=[[p] for p in paths], inputs=[image], label="examples (click one to run it)")
+    if fn is not None:
+        _run_example(ex, fn, inputs, outputs)
+    return ex
+
+
+def _run_example(ex: gr.helpers.Examples | None, fn, inputs, outputs) -> None:
+    """After an example fills the image, run the tab's handler on it with the tab's current settings. Not cached:
+    Gradio's example cache writes every output to a CSV row, and the session state is megabytes."""
+    if ex is not None:
+        ex.load_input_event.then(fn, inputs=inputs, outputs=outputs, preprocess=False, api_visibility="private")
+
+
+def analysis_views():
+    """Everything the analysis tabs show on page load (cheap: precomputed JSON only)."""
+    return (*cropcoco.cropcoco_table("probpose"), *calibration.calibration_views(), *sweep.sweep_views())
 
 
 def build_demo() -> gr.Blocks:
-    examples = H.example_images()
+    example_paths = examples.example_images()
     with gr.Blocks(title="ProbPose Studio", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
-        with gr.Accordion("Model: small demo model by default; how to load the official ProbPose-s", open=True):
-            gr.Markdown(H.embedded_status())
+        with gr.Accordion(models.header_title(), open=True):
+            gr.Markdown(models.embedded_status())
             with gr.Row():
-                model = gr.Dropdown(H.PROBPOSE_CHOICES, value=H.MODEL_EMBEDDED, label="ProbPose model", scale=2)
+                model = gr.Dropdown(models.PROBPOSE_CHOICES, value=models.MODEL_DEFAULT, label="ProbPose model", scale=2)
                 model_path = gr.Textbox("", label="weights: local .pth / .safetensors path or Hub id", scale=2,
                                         placeholder="vrg-prague/ProbPose-s  or  /path/to/ProbPose-s.pth")
 
@@ -64,7 +101,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         image = _image_input("image (upload, webcam, paste)")
-                        box_mode = gr.Radio(H.BOX_CHOICES, value=H.BOX_AUTO, label="person boxes")
+                        box_mode = gr.Radio(inputs.BOX_CHOICES, value=inputs.BOX_AUTO, label="person boxes")
                         boxes = gr.Textbox("", label="boxes: x1,y1,x2,y2 per line (or click two corners on the image)",
                                            lines=2)
                         with gr.Row():
@@ -74,17 +111,18 @@ def build_demo() -> gr.Blocks:
                         predict_btn = gr.Button("predict", visible=False)  # API-only trigger
                     with gr.Column(scale=2):
                         drawing = gr.Image(label="poses on a padded canvas", type="numpy", format="png",
-                                           interactive=False, height=520)
-                        status = gr.Markdown("Upload an image (or click an example) and press **Run**.")
+                                           interactive=False, height=520, elem_id="explore-drawing")
+                        status = gr.Markdown("Upload an image (or click an example) and press **Run**.",
+                                             elem_id="explore-status")
                 with gr.Row():
-                    decoder = gr.Radio(H.DECODER_CHOICES, value=H.DECODER_EOKS, label="decoder")
-                    threshold = gr.Slider(0.0, 1.0, value=H.DEFAULT_PRESENCE_THRESHOLD, step=0.01,
+                    decoder = gr.Radio(state.DECODER_CHOICES, value=state.DECODER_EOKS, label="decoder")
+                    threshold = gr.Slider(0.0, 1.0, value=DEFAULT_PRESENCE_THRESHOLD, step=0.01,
                                           label="presence threshold")
-                    mass = gr.Slider(0.05, 0.99, value=H.DEFAULT_MASS, step=0.01, label="credible mass")
+                    mass = gr.Slider(0.05, 0.99, value=settings.DEFAULT_MASS, step=0.01, label="credible mass")
                 with gr.Row():
                     keypoint = gr.Dropdown(KEYPOINTS, value=KEYPOINTS[0], label="keypoint")
                     person = gr.Number(value=0, precision=0, minimum=0, label="person #")
-                    calibrated = gr.Checkbox(False, label="calibrated temperature (if the checkpoint has one)")
+                    calibrated = gr.Checkbox(True, label="calibrated map temperature (untick: the training temperature)")
                 with gr.Row():
                     kp_plot = gr.Plot(label="selected keypoint: map, expected OKS, credible region")
                 with gr.Row():
@@ -94,24 +132,24 @@ def build_demo() -> gr.Blocks:
                         result_json = gr.JSON(label="keypoints")
                     download = gr.DownloadButton("Download JSON", value=None)
                 outputs = [drawing, result_json, bars, kp_plot, status, download]
-                if examples:
-                    gr.Examples(examples=[[p] for p in examples], inputs=[image], outputs=[session, *outputs],
-                                fn=H.explore_example, cache_examples=True, cache_mode="lazy", preprocess=False,
-                                label="examples (cached after the first click)")
-                run.click(H.explore_run, api_name="explore", preprocess=False,
-                          inputs=[image, box_mode, boxes, model, model_path, decoder, threshold, mass, keypoint,
-                                  person, calibrated],
+
+                explore_inputs = [image, box_mode, boxes, model, model_path, decoder, threshold, mass, keypoint,
+                                  person, calibrated]
+                run.click(explore.explore_run, api_name="explore", preprocess=False, inputs=explore_inputs,
                           outputs=[session, *outputs])
+                # an example click fills the image and runs it with the current settings (never cached: Gradio's
+                # example cache cannot hold the session state)
+                _examples(example_paths, image, explore.explore_run, explore_inputs, [session, *outputs])
                 gr.on([decoder.change, threshold.release, mass.release, keypoint.change, person.submit,
-                       calibrated.change], H.explore_redraw, api_name="redraw", trigger_mode="always_last",
+                       calibrated.change], explore.explore_redraw, api_name="redraw", trigger_mode="always_last",
                       inputs=[session, decoder, threshold, mass, keypoint, person, calibrated], outputs=outputs)
-                predict_btn.click(H.predict, api_name="predict", preprocess=False,
+                predict_btn.click(explore.predict, api_name="predict", preprocess=False,
                                   inputs=[image, boxes, model, model_path, decoder, threshold],
                                   outputs=[result_json, drawing])
                 image.select(_corner, inputs=[corner, boxes], outputs=[corner, boxes, box_mode,
                                                                                       box_hint],
                              api_visibility="private")
-                clear.click(H.clear_boxes, outputs=[corner, boxes, box_hint], api_visibility="private")
+                clear.click(inputs.clear_boxes, outputs=[corner, boxes, box_hint], api_visibility="private")
 
             # ---------------------------------------------------------------------------------------- 2
             with gr.Tab("Compare with a heatmap baseline", id="compare"):
@@ -122,31 +160,31 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         cmp_image = _image_input("image")
-                        cmp_box_mode = gr.Radio(H.BOX_CHOICES, value=H.BOX_AUTO, label="person boxes")
+                        cmp_box_mode = gr.Radio(inputs.BOX_CHOICES, value=inputs.BOX_AUTO, label="person boxes")
                         cmp_boxes = gr.Textbox("", label="boxes: x1,y1,x2,y2 per line", lines=2)
                         cmp_run = gr.Button("Compare", variant="primary")
-                        if examples:
-                            gr.Examples(examples=[[p] for p in examples], inputs=[cmp_image], label="examples")
+                        cmp_examples = _examples(example_paths, cmp_image)
                     with gr.Column(scale=2):
                         with gr.Row():
-                            cmp_pp = gr.Image(label="ProbPose", type="numpy", format="png", interactive=False)
+                            cmp_pp = gr.Image(label="ProbPose", type="numpy", format="png", interactive=False,
+                                              elem_id="compare-drawing")
                             cmp_hm = gr.Image(label="heatmap baseline", type="numpy", format="png",
                                               interactive=False)
-                        cmp_status = gr.Markdown()
+                        cmp_status = gr.Markdown(elem_id="compare-status")
                 with gr.Row():
                     cmp_kp = gr.Dropdown(KEYPOINTS, value=KEYPOINTS[0], label="keypoint")
-                    cmp_thr = gr.Slider(0.0, 1.0, value=H.DEFAULT_PRESENCE_THRESHOLD, step=0.01,
+                    cmp_thr = gr.Slider(0.0, 1.0, value=DEFAULT_PRESENCE_THRESHOLD, step=0.01,
                                         label="presence / peak threshold")
                     cmp_person = gr.Number(value=0, precision=0, minimum=0, label="person #")
                 cmp_maps = gr.Plot(label="maps of the selected keypoint")
                 cmp_scores = gr.Plot(label="presence vs heatmap peak")
-                cmp_table = gr.Dataframe(headers=H.COMPARE_HEADERS, label="what each model says", wrap=True)
+                cmp_table = gr.Dataframe(headers=compare.COMPARE_HEADERS, label="what each model says", wrap=True)
                 cmp_outputs = [cmp_pp, cmp_hm, cmp_maps, cmp_scores, cmp_table, cmp_status]
-                cmp_run.click(H.compare_run, api_name="compare", preprocess=False,
-                              inputs=[cmp_image, cmp_box_mode, cmp_boxes, model, model_path, cmp_kp, cmp_thr,
-                                      cmp_person],
+                cmp_inputs = [cmp_image, cmp_box_mode, cmp_boxes, model, model_path, cmp_kp, cmp_thr, cmp_person]
+                cmp_run.click(compare.compare_run, api_name="compare", preprocess=False, inputs=cmp_inputs,
                               outputs=[cmp_state, *cmp_outputs])
-                gr.on([cmp_kp.change, cmp_thr.release, cmp_person.submit], H.compare_redraw,
+                _run_example(cmp_examples, compare.compare_run, cmp_inputs, [cmp_state, *cmp_outputs])
+                gr.on([cmp_kp.change, cmp_thr.release, cmp_person.submit], compare.compare_redraw,
                       api_name="compare_redraw", trigger_mode="always_last",
                       inputs=[cmp_state, cmp_kp, cmp_thr, cmp_person], outputs=cmp_outputs)
 
@@ -163,17 +201,21 @@ def build_demo() -> gr.Blocks:
                                           interactive=False, scale=2)
                     crop_err = gr.Plot(label="per-keypoint error", scale=1)
                 crop_case_md = gr.Markdown()
-                crop_compute = gr.Button("Recompute on a small subset (slow on CPU)")
+                with gr.Row():
+                    crop_compute = gr.Button("Recompute on a small subset (slow on CPU)")
+                    crop_back = gr.Button("Back to the shipped results")
                 crop_table_outputs = [crop_info, crop_table]
                 crop_case_outputs = [crop_image, crop_err, crop_case_md]
-                crop_show.click(H.cropcoco_case, api_name="cropcoco_case", inputs=[crop_model, crop_rank],
+                crop_show.click(cropcoco.cropcoco_case, api_name="cropcoco_case", inputs=[crop_model, crop_rank],
                                 outputs=crop_case_outputs)
                 crop_table.select(_crop_row, inputs=[crop_model], outputs=[crop_rank, *crop_case_outputs],
                                   api_visibility="private")
-                crop_model.change(H.cropcoco_table, inputs=[crop_model], outputs=crop_table_outputs,
+                crop_model.change(cropcoco.cropcoco_table, inputs=[crop_model], outputs=crop_table_outputs,
                                   api_name="cropcoco_table")
-                crop_compute.click(H.cropcoco_recompute, api_name="cropcoco_recompute", inputs=[crop_model],
+                crop_compute.click(cropcoco.cropcoco_recompute, api_name="cropcoco_recompute", inputs=[crop_model],
                                    outputs=crop_table_outputs)
+                crop_back.click(cropcoco.cropcoco_shipped, inputs=[crop_model], outputs=crop_table_outputs,
+                                api_visibility="private")
 
             # ---------------------------------------------------------------------------------------- 4
             with gr.Tab("Calibration", id="calibration"):
@@ -182,9 +224,12 @@ def build_demo() -> gr.Blocks:
                     cal_maps = gr.Plot(label="probability maps: coverage of the credible regions")
                     cal_presence = gr.Plot(label="presence: reliability")
                 cal_table = gr.Dataframe(label="expected calibration error (ECE)")
-                cal_compute = gr.Button("Recompute on a small subset (slow on CPU)")
+                with gr.Row():
+                    cal_compute = gr.Button("Recompute on a small subset (slow on CPU)")
+                    cal_back = gr.Button("Back to the shipped results")
                 cal_outputs = [cal_info, cal_maps, cal_presence, cal_table]
-                cal_compute.click(H.calibration_recompute, api_name="calibration_recompute", outputs=cal_outputs)
+                cal_compute.click(calibration.calibration_recompute, api_name="calibration_recompute", outputs=cal_outputs)
+                cal_back.click(calibration.calibration_shipped, outputs=cal_outputs, api_visibility="private")
 
             # ---------------------------------------------------------------------------------------- 5
             with gr.Tab("Threshold sweep", id="sweep"):
@@ -193,38 +238,42 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         sweep_image = _image_input("image to try the threshold on")
-                        sweep_thr = gr.Slider(0.0, 1.0, value=H.DEFAULT_PRESENCE_THRESHOLD, step=0.01,
+                        sweep_thr = gr.Slider(0.0, 1.0, value=DEFAULT_PRESENCE_THRESHOLD, step=0.01,
                                               label="presence threshold")
                         sweep_go = gr.Button("Apply threshold", variant="primary")
-                        if examples:
-                            gr.Examples(examples=[[p] for p in examples], inputs=[sweep_image], label="examples")
+                        sweep_examples = _examples(example_paths, sweep_image)
                     with gr.Column(scale=2):
                         sweep_draw = gr.Image(label="ProbPose at this threshold", type="numpy", format="png",
-                                              interactive=False)
-                        sweep_md = gr.Markdown()
-                sweep_compute = gr.Button("Recompute the sweep on a small subset (slow on CPU)")
+                                              interactive=False, elem_id="sweep-drawing")
+                        sweep_md = gr.Markdown(elem_id="sweep-status")
+                with gr.Row():
+                    sweep_compute = gr.Button("Recompute the sweep on a small subset (slow on CPU)")
+                    sweep_back = gr.Button("Back to the shipped results")
                 sweep_state = gr.State(None)
                 sweep_outputs = [sweep_info, sweep_plot]
-                sweep_go.click(H.sweep_preview, api_name="sweep_preview", preprocess=False,
+                sweep_go.click(sweep.sweep_preview, api_name="sweep_preview", preprocess=False,
                                inputs=[sweep_state, sweep_image, sweep_thr, model, model_path],
                                outputs=[sweep_state, sweep_draw, sweep_md])
-                sweep_thr.release(H.sweep_preview, api_visibility="private", preprocess=False,
+                sweep_thr.release(sweep.sweep_preview, api_visibility="private", preprocess=False,
                                   inputs=[sweep_state, sweep_image, sweep_thr, model, model_path],
                                   outputs=[sweep_state, sweep_draw, sweep_md])
-                sweep_compute.click(H.sweep_recompute, api_name="sweep_recompute", outputs=sweep_outputs)
+                _run_example(sweep_examples, sweep.sweep_preview,
+                             [sweep_state, sweep_image, sweep_thr, model, model_path], [sweep_state, sweep_draw, sweep_md])
+                sweep_compute.click(sweep.sweep_recompute, api_name="sweep_recompute", outputs=sweep_outputs)
+                sweep_back.click(sweep.sweep_shipped, outputs=sweep_outputs, api_visibility="private")
 
         # `?tab=<id>` selects a tab; `&example=<i>` also runs that example there (links, screenshot script)
         def _on_load(request: gr.Request):
             q = _query(request)
-            return (gr.Tabs(selected=H.tab_from_query(q)),
-                    *_or_skip(H.startup_explore(q), 2 + len(outputs)),
-                    *_or_skip(H.startup_compare(q), 2 + len(cmp_outputs)),
-                    *_or_skip(H.startup_sweep(q), 4))
+            return (gr.Tabs(selected=examples.tab_from_query(q)),
+                    *_or_skip(explore.startup_explore(q), 2 + len(outputs)),
+                    *_or_skip(compare.startup_compare(q), 2 + len(cmp_outputs)),
+                    *_or_skip(sweep.startup_sweep(q), 4))
 
         demo.load(_on_load, api_visibility="private",
                   outputs=[tabs, image, session, *outputs, cmp_image, cmp_state, *cmp_outputs,
                            sweep_image, sweep_state, sweep_draw, sweep_md])
-        demo.load(H.analysis_views, api_name="analysis",
+        demo.load(analysis_views, api_name="analysis",
                   outputs=[*crop_table_outputs, *cal_outputs, *sweep_outputs])
     return demo
 
@@ -234,4 +283,4 @@ demo = build_demo()
 demo.queue(default_concurrency_limit=int(os.environ.get("PROBPOSE_APP_CONCURRENCY", "2")), max_size=64)
 
 if __name__ == "__main__":
-    demo.launch(theme=THEME, max_file_size="50mb", show_error=True, allowed_paths=H.allowed_paths())
+    demo.launch(theme=THEME, max_file_size="50mb", show_error=True, allowed_paths=settings.allowed_paths())

@@ -44,16 +44,18 @@ def _cropcoco_set(args, out: Path, coco):
 
 def _evaluate_one(model, img_dir, coco, out: Path, args, title: str) -> dict:
     from analysis.evaluate import evaluate_run, run_model
-    from analysis.report import write_report
+    from analysis.report import rules_line, write_report
 
     run = run_model(model, img_dir, coco, flip_test=not args.no_flip, batch_size=args.batch_size,
                     keep_map_samples=not args.no_calibration and model.kind == "probpose",
                     max_images=args.max_images)
     metrics = evaluate_run(run, coco, fixed_threshold=args.threshold, calibrate=not args.no_calibration,
-                           sweep=not args.no_sweep, seed=args.seed)
-    paths = write_report(out, metrics, run, coco, title=title, png=not args.no_png)
-    print(f"{title}: AP {metrics['coco']['AP']:.3f}, Ex-AP {metrics['exoks_oracle']['AP']:.3f} "
-          f"(thr {metrics['exoks_oracle']['presence_threshold']:.2f}) -> {paths['report']}")
+                           sweep=not args.no_sweep, seed=args.seed, progress=True)
+    paths = write_report(out, metrics, run, coco, title=title, png=not args.no_png, progress=True)
+    print(f"{title}: mAP {metrics['coco']['AP']:.3f} (official rules; pycocotools "
+          f"{metrics['coco_pycocotools']['AP']:.3f}), Ex-mAP {metrics['exoks_oracle']['AP']:.3f} "
+          f"(oracle thr {metrics['exoks_oracle']['presence_threshold']:.2f}) -> {paths['report']}")
+    print("  " + rules_line(metrics))
     return metrics
 
 
@@ -153,10 +155,12 @@ def _dispatch(args) -> int:
     from analysis.compare import comparison_markdown, comparison_rows, write_comparison
     from probpose.weights import EMBEDDED_DH_WEIGHTS
 
+    print("loading models ...", flush=True)
     models = {"Heatmap baseline": _load_model(args.baseline_weights, "heatmap", args.trusted),
               "ProbPose": _load_model(args.weights, "probpose", args.trusted)}
     if not args.no_dh and (args.dh_weights or EMBEDDED_DH_WEIGHTS.is_file()):
         models["ProbPose-DH"] = _load_model(args.dh_weights, "probpose_dh", args.trusted)
+    print(f"models: {', '.join(models)}; sets: COCO and CropCOCO", flush=True)
     img, crop = _cropcoco_set(args, out, coco)
     metrics: dict = {}
     for name, model in models.items():

@@ -27,6 +27,7 @@ __all__ = [
     "load_coco",
     "coco_from_dict",
     "people_to_run",
+    "clip_gt_box",
     "to_pycocotools",
     "write_results",
     "load_results",
@@ -90,7 +91,8 @@ class CocoSet:
 class Person:
     """One ground-truth person to run the model on.
 
-    box_xyxy: (4,) image px (the annotation box; the predictor clips it). keypoints: (K, 3) GT x, y, v.
+    box_xyxy: (4,) image px, the annotation box clipped to the image as the official dataset does
+    (``clip_gt_box``). keypoints: (K, 3) GT x, y, v.
     """
 
     image_id: int
@@ -231,20 +233,45 @@ def coco_from_dict(data, source: str = "annotations") -> CocoSet:
     return cs
 
 
-def people_to_run(cs: CocoSet, image_ids=None) -> list[Person]:
-    """Ground-truth people the model is run on: non-crowd annotations with a positive-area box.
+def clip_gt_box(bbox_xywh, width: float, height: float) -> np.ndarray:
+    """A GT box clipped to the image exactly as the official top-down dataset does before building the window.
 
-    People without labelled keypoints are run too (their predictions match ignored GTs, as in mmpose's
-    GT-box protocol), so the results file holds one prediction per usable person box.
+    x1 = clip(x, 0, w-1), y1 = clip(y, 0, h-1), x2 = clip(x+w, 0, w-1), y2 = clip(y+h, 0, h-1), stored as float32
+    (``base_coco_style_dataset.parse_data_info``); returned as float64 holding those float32 values.
+
+    Args:
+        bbox_xywh: (4,) annotation box. width, height: image size from the annotation file.
+    Returns:
+        (4,) xyxy image px.
+    """
+    x, y, w, h = (float(v) for v in bbox_xywh)
+    box = [np.clip(x, 0, width - 1), np.clip(y, 0, height - 1), np.clip(x + w, 0, width - 1),
+           np.clip(y + h, 0, height - 1)]
+    return np.array(box, dtype=np.float32).astype(np.float64)
+
+
+def people_to_run(cs: CocoSet, image_ids=None) -> list[Person]:
+    """Ground-truth people the model is run on, as the official top-down dataset selects them.
+
+    A person is run when it is not crowd, its ``num_keypoints`` is not 0, its box clipped to the image
+    (``clip_gt_box``) has positive width and height, and some keypoint coordinate is > 0 (``_is_valid_instance``).
+    The others stay in the ground truth: people with ``num_keypoints == 0`` are never predicted, so they are misses
+    wherever they are not ignored (Ex-AP counts CropCOCO people whose keypoints are all outside the image).
     """
     ids = sorted(cs.images) if image_ids is None else [int(i) for i in image_ids]
     out = []
     for iid in ids:
+        im = cs.images.get(iid)
+        if im is None:
+            continue
         for a in cs.anns_by_image.get(iid, []):
-            x, y, w, h = a["bbox"]
-            if a["iscrowd"] or w <= 0 or h <= 0:
+            if a["iscrowd"] or a["num_keypoints"] == 0:
                 continue
-            out.append(Person(iid, a["id"], np.array([x, y, x + w, y + h]), keypoints_array(a), float(a["area"])))
+            box = clip_gt_box(a["bbox"], float(im["width"]), float(im["height"]))
+            kp = keypoints_array(a)
+            if box[2] - box[0] <= 0 or box[3] - box[1] <= 0 or np.max(kp[:, :2]) <= 0:
+                continue
+            out.append(Person(iid, a["id"], box, kp, float(a["area"])))
     return out
 
 

@@ -1,9 +1,13 @@
 """Evaluation runner: a model over the ground-truth person boxes of a COCO-format set -> results JSON + records.
 
-``run_model`` runs the network once per image (``PosePredictor``), writes COCO keypoint results (third keypoint
-value = presence, as the official CocoMetric) and keeps per-person arrays (``PersonRecords``) from which every
-metric of the report is recomputed cheaply (thresholds, sweeps, failures) without running the network again.
-``evaluate_run`` turns a run into the metrics dict the report, the CLI and the app show.
+``run_model`` runs the network once per image (``PosePredictor``) on the people the official top-down dataset runs
+(``people_to_run``: GT boxes clipped to the image as the official dataset clips them; no crowd, no
+``num_keypoints == 0``), writes COCO keypoint results (third keypoint value = presence, unrounded, as the official
+CocoMetric) and keeps per-person arrays (``PersonRecords``) from which every metric of the report is recomputed
+cheaply (thresholds, sweeps, failures) without running the network again. ``evaluate_run`` turns a run into the
+metrics dict the report, the CLI and the app show: as ``CocoMetric``, the results go through OKS-NMS (0.9) first,
+the oracle presence threshold is chosen on the survivors, then standard AP and Ex-AP follow the official rules
+(``analysis.exoks``); pycocotools' standard AP on the same detections is kept beside it.
 """
 
 from __future__ import annotations
@@ -30,12 +34,20 @@ from analysis.calibration import (
 from analysis.coco_io import CocoSet, people_to_run
 from analysis.cocoeval import pycocotools_keypoint_ap
 from analysis.exoks import EvalParams, evaluate_keypoints
-from analysis.presence import best_threshold, presence_labels, presence_report
+from analysis.presence import DEFAULT_THRESHOLDS, oracle_threshold, presence_labels, presence_report
+from analysis.scoring import NMS_THRESHOLD, nms_keep, rescore, results_with_scores
+from analysis.sweep import threshold_sweep
 from probpose import geometry
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, NUM_KEYPOINTS
 from probpose.errors import ProbPoseError
 
-__all__ = ["PersonRecords", "RunOutput", "run_model", "evaluate_run", "results_with_scores", "rescore"]
+__all__ = ["PersonRecords", "RunOutput", "run_model", "evaluate_run", "evaluated_subset", "results_with_scores",
+           "rescore", "RULES_NOTE"]
+
+# what the primary numbers follow, in one line (the report prints it)
+RULES_NOTE = ("official ProbPose evaluator rules: OKS-NMS 0.9 first; standard AP scores only v in {1, 2}; "
+              "detections with all presences <= 0 dropped; detections in images whose GTs are all ignored ignored; "
+              "oracle threshold = best presence accuracy over linspace(0, 1, 21) with presence > t")
 
 
 @dataclass
@@ -89,20 +101,6 @@ class RunOutput:
     temperature: float = 0.5  # the sparsemax temperature the model ran with (0.5 official; demo: calibrated)
 
 
-def rescore(records: PersonRecords, threshold: float) -> np.ndarray:
-    """Instance scores: mean of ``rescore`` over keypoints with presence > threshold (0 if none), (N,)."""
-    sel = records.presence > threshold
-    n = sel.sum(axis=1)
-    with np.errstate(invalid="ignore"):
-        s = np.where(sel, records.rescore, 0.0).sum(axis=1) / n
-    return np.where(n > 0, s, 0.0)
-
-
-def results_with_scores(results: list[dict], scores: np.ndarray) -> list[dict]:
-    """Shallow copies of ``results`` with new instance scores."""
-    return [{**r, "score": float(s)} for r, s in zip(results, scores, strict=True)]
-
-
 def _usable_box(box_xyxy: np.ndarray, size: tuple[int, int]) -> bool:
     w, h = size
     x0, y0 = max(box_xyxy[0], 0.0), max(box_xyxy[1], 0.0)
@@ -113,10 +111,12 @@ def _usable_box(box_xyxy: np.ndarray, size: tuple[int, int]) -> bool:
 def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = True, batch_size: int = 8,
               keep_map_samples: bool = False, max_images: int | None = None, progress: bool = True,
               device=None, precision: str = "fp32") -> RunOutput:
-    """Run ``model`` (ProbPose or heatmap baseline) on every usable GT person box of ``coco``.
+    """Run ``model`` (ProbPose or heatmap baseline) on the GT people of ``coco`` the official runner would run.
 
-    Missing / unreadable images are skipped (and left out of the evaluation); boxes without area inside the image
-    are skipped (their GT stays, counting as misses). Crowd and zero-area annotations are not run.
+    ``people_to_run`` selects them (not crowd, ``num_keypoints`` > 0, box with area inside the image) and clips
+    their boxes with the official formula, so the window is the official one whether or not the predictor clips
+    boxes itself. Missing / unreadable images are skipped (and left out of the evaluation); the GTs not run stay
+    in the ground truth.
 
     Args:
         keep_map_samples: keep the map logits of present GT keypoints (float16, in memory) for map temperature
@@ -134,6 +134,11 @@ def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = 
     by_image: dict[int, list] = {}
     for p in people_to_run(coco, ids):
         by_image.setdefault(p.image_id, []).append(p)
+    # people the official runner would run but for a box with no area once clipped to the image
+    n_candidates = {iid: sum(1 for a in coco.anns_by_image.get(iid, []) if not a["iscrowd"] and a["num_keypoints"]
+                             and a["bbox"][2] > 0 and a["bbox"][3] > 0 and max(a["keypoints"][0::3]
+                                                                                + a["keypoints"][1::3]) > 0)
+                    for iid in ids}
     skipped: Counter = Counter()
     messages: list[str] = []
     results: list[dict] = []
@@ -151,6 +156,11 @@ def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = 
             if len(messages) < 50:
                 messages.append(f"image {iid}: {path} not found; left out of the evaluation")
             continue
+        n_off = n_candidates[iid] - len(people)
+        if n_off:
+            skipped["box_outside_image"] += n_off
+            if len(messages) < 50:
+                messages.append(f"image {iid}: {n_off} box(es) with no area inside the image not run")
         if not people:
             evaluated.append(iid)  # its GT is all crowd / unlabelled / zero-area: nothing to run
             continue
@@ -194,13 +204,14 @@ def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = 
                 resc, logit = pp.oks, out.presence_logits[i].astype(np.float64)
             else:
                 resc, logit = pp.keypoint_scores, np.full(NUM_KEYPOINTS, np.nan)
-            x, y = p.box_xyxy[:2]
+            b32 = p.box_xyxy.astype(np.float32)  # the official bbox_xyxy2xywh works on the float32 box
             results.append({
-                "image_id": iid, "category_id": 1, "keypoints": [round(float(v), 3) for v in kpts.ravel()],
-                "score": float(pp.score), "bbox": [float(x), float(y), float(p.box_xyxy[2] - x),
-                                                   float(p.box_xyxy[3] - y)],
-                "keypoint_scores": [round(float(v), 4) for v in pp.keypoint_scores],
-                "visibility": [None if not np.isfinite(v) else round(float(v), 4) for v in pp.visibility],
+                # unrounded: rounding presences creates exact ties at the oracle threshold
+                "image_id": iid, "category_id": 1, "keypoints": [float(v) for v in kpts.ravel()],
+                "score": float(pp.score), "bbox": [float(b32[0]), float(b32[1]), float(b32[2] - b32[0]),
+                                                   float(b32[3] - b32[1])],
+                "keypoint_scores": [float(v) for v in pp.keypoint_scores],
+                "visibility": [None if not np.isfinite(v) else float(v) for v in pp.visibility],
                 "gt_ann_id": int(p.ann_id),
             })
             gt_hm = geometry.image_to_heatmap(p.keypoints[:, :2], pp.center, pp.scale)
@@ -260,46 +271,95 @@ def _calibration(run: RunOutput, seed: int) -> dict:
     return out
 
 
-def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFAULT_PRESENCE_THRESHOLD,
-                 calibrate: bool = True, sweep: bool = True, seed: int = 0) -> dict:
-    """All metrics of one run (JSON-able dict).
+def evaluated_subset(run: RunOutput, scores: np.ndarray | None = None,
+                     nms_threshold: float | None = NMS_THRESHOLD) -> tuple[list[dict], np.ndarray]:
+    """The results the official metric evaluates: (re-scored) results after per-image OKS-NMS.
 
-    Keys: 'counts', 'coco' (pycocotools AP / AR), 'coco_native' (our evaluator, standard mode; equal to pycocotools),
-    'exoks_oracle' / 'exoks_fixed' (Ex-mAP with per-visibility AP at the oracle best-accuracy presence threshold,
-    as mmpose, and at ``fixed_threshold``), 'presence' (error fixed / best / balanced + curve), 'calibration',
-    'sweep' (see ``analysis.sweep``), 'oracle_threshold', 'fixed_threshold'.
+    Args:
+        scores: (N,) instance scores to use (default: the run's own). nms_threshold: None to skip the NMS.
+    Returns:
+        (results in the official order, (M,) indices into ``run.results`` / ``run.records``).
     """
-    from analysis.sweep import threshold_sweep
+    res = run.results if scores is None else results_with_scores(run.results, scores)
+    areas = np.prod(run.records.scales, axis=1) if len(run.records) else np.zeros(0)  # the window area
+    keep = nms_keep(res, areas, nms_threshold)
+    return [res[i] for i in keep], keep
+
+
+def _take(r: PersonRecords, idx: np.ndarray) -> PersonRecords:
+    return PersonRecords(**{k: getattr(r, k)[idx] for k in PersonRecords.__dataclass_fields__})
+
+
+def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+                 calibrate: bool = True, sweep: bool = True, seed: int = 0, progress: bool = False,
+                 nms_threshold: float | None = NMS_THRESHOLD) -> dict:
+    """All metrics of one run (JSON-able dict), computed as the official ``CocoMetric`` computes them.
+
+    The run's results first go through per-image OKS-NMS (``nms_threshold``, 0.9 as the official top-down
+    metric; None skips it); every AP below is on the survivors.
+
+    Keys: 'rules' (one line: which rules the primary numbers follow), 'counts', 'nms' (threshold, detections
+    before / after), 'coco' (standard AP / AR under the official rules: the primary mAP), 'coco_pycocotools'
+    (``pycocotools`` on the same detections, for reference), 'exoks_oracle' / 'exoks_fixed' (Ex-mAP with
+    per-visibility AP at the official oracle presence threshold and at ``fixed_threshold``), 'oracle_threshold'
+    (-1 when the labels hold one class), 'presence' (error fixed / best / balanced + curve, on the evaluated
+    people), 'calibration', 'sweep' (see ``analysis.sweep``), 'coco_exact_area' (when some areas are estimated),
+    'fixed_threshold'.
+    """
+    from tqdm import tqdm
 
     gt = coco.dataset
     ids = run.image_ids
-    r = run.records
-    metrics: dict = {"model": run.model_name, "kind": run.kind, "fixed_threshold": fixed_threshold}
+    n_phases = 6 + int(calibrate) + (len(DEFAULT_THRESHOLDS) if sweep else 0)
+    bar = tqdm(total=n_phases, desc=f"metrics {run.kind}", disable=not progress, unit="step")
+
+    def phase(name: str, done: int = 1) -> None:
+        """Count the finished phase and name the one that starts (so a long phase is never silent)."""
+        bar.update(done)
+        bar.set_postfix_str(name)
+
+    phase("OKS-NMS + standard AP", 0)
+    metrics: dict = {"model": run.model_name, "kind": run.kind, "fixed_threshold": fixed_threshold,
+                     "rules": RULES_NOTE}
     metrics["counts"] = {"images_in_file": len(coco.images), "images_evaluated": len(ids),
                          "people_run": len(run.results), "gt_people": coco.num_people,
                          "seconds": round(run.seconds, 2), **{k: int(v) for k, v in coco.counts.items()},
                          **{f"skipped_{k}": int(v) for k, v in run.skipped.items()}}
-    metrics["coco"] = pycocotools_keypoint_ap(gt, run.results, image_ids=ids)
-    native = evaluate_keypoints(gt, run.results, EvalParams(), image_ids=ids)
-    metrics["coco_native"] = native.stats
-    oracle = best_threshold(r.presence, r.label)
-    thr_oracle = oracle.threshold if oracle.n_absent and oracle.n_present else -1.0
-    metrics["oracle_threshold"] = thr_oracle
-    for name, thr in (("exoks_oracle", thr_oracle), ("exoks_fixed", fixed_threshold)):
-        res = evaluate_keypoints(gt, run.results, EvalParams(extended=True, presence_threshold=thr), image_ids=ids)
+    evaluated, keep = evaluated_subset(run, nms_threshold=nms_threshold)
+    metrics["nms"] = {"threshold": nms_threshold, "before": len(run.results), "after": len(evaluated)}
+    metrics["coco"] = evaluate_keypoints(gt, evaluated, EvalParams(), image_ids=ids).stats
+    phase("pycocotools AP")
+    metrics["coco_pycocotools"] = pycocotools_keypoint_ap(gt, evaluated, image_ids=ids)
+    phase("oracle threshold + Ex-AP")
+    r = _take(run.records, keep)  # the oracle is chosen on the evaluated people, as the official metric does
+    oracle = oracle_threshold(r.presence, r.label)
+    metrics["oracle_threshold"] = oracle.threshold
+    metrics["oracle_accuracy"] = oracle.accuracy
+    for name, thr in (("exoks_oracle", oracle.threshold), ("exoks_fixed", fixed_threshold)):
+        res = evaluate_keypoints(gt, evaluated, EvalParams(extended=True, presence_threshold=thr), image_ids=ids)
         metrics[name] = {**res.stats, "presence_threshold": thr, "num_out_keypoints": res.num_out_keypoints}
+        if name == "exoks_oracle":
+            phase("Ex-AP at the fixed threshold")
+    phase("presence")
     metrics["presence"] = presence_report(r.presence, r.label, fixed_threshold)
     if calibrate:
+        phase("calibration (temperature fits)")
         metrics["calibration"] = _calibration(run, seed)
     if sweep:
-        metrics["sweep"] = threshold_sweep(run, coco).to_dict()
+        phase("threshold sweep")
+        metrics["sweep"] = threshold_sweep(run, coco, progress=lambda t: phase(f"sweep t={t:.2f}"),
+                                           nms_threshold=nms_threshold).to_dict()
+    phase("exact-area AP", 0 if sweep else 1)
     # a subset with exactly known areas (the shared data marks estimated areas); AP there is exact
     exact = [a["id"] for a in gt["annotations"] if a.get("area_source", "coco") != "bbox*0.52"]
     if len(exact) < len(gt["annotations"]):
-        keep = set(exact)
+        keep_ids = set(exact)
         sub = dict(gt)
-        sub["annotations"] = [a for a in gt["annotations"] if a["id"] in keep]
-        sub_res = [x for x in run.results if x.get("gt_ann_id") in keep]
-        metrics["coco_exact_area"] = {**pycocotools_keypoint_ap(sub, sub_res, image_ids=ids),
+        sub["annotations"] = [a for a in gt["annotations"] if a["id"] in keep_ids]
+        sub_res = [x for x in evaluated if x.get("gt_ann_id") in keep_ids]
+        metrics["coco_exact_area"] = {**evaluate_keypoints(sub, sub_res, EvalParams(), image_ids=ids).stats,
+                                      "pycocotools_AP": pycocotools_keypoint_ap(sub, sub_res, image_ids=ids)["AP"],
                                       "num_annotations": len(exact)}
+    bar.update(bar.total - bar.n)
+    bar.close()
     return metrics

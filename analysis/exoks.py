@@ -1,9 +1,9 @@
 """Native numpy COCO keypoint evaluation with the Extended OKS (Ex-OKS) of ProbPose (spec 7.2).
 
-One evaluator, two modes:
-- ``extended=False``: standard COCO keypoint AP, reproducing pycocotools' ``COCOeval(iouType="keypoints")``
-  (OKS over keypoints with v in {1, 2}, greedy matching by score, OKS thresholds .50:.05:.95, maxDets 20,
-  areas all / medium / large). Checked against pycocotools on real data in the tests.
+One evaluator, two modes, each computed as the official ProbPose evaluator (``_cocoeval.py`` as its ``CocoMetric``
+calls it) computes it:
+- ``extended=False``: standard COCO keypoint AP (OKS over keypoints with v in {1, 2}, greedy matching by score,
+  OKS thresholds .50:.05:.95, maxDets 20, areas all / medium / large).
 - ``extended=True``: Ex-OKS / Ex-mAP. A predicted keypoint is "in" the activation window (AW) when its presence
   (the third value of the result keypoint, clipped to [0, 1]) is >= ``presence_threshold``; GT keypoints with
   v=3 are "out". Per keypoint squared distance:
@@ -21,19 +21,28 @@ One evaluator, two modes:
   the official code's behaviour: for a point inside the AW it is the distance to the nearest AW *corner*, not to
   the nearest edge as the exococotools README says. We match the code so that numbers reproduce.
 
+Official rules (``rules="official"``, the default), in both modes:
+- standard mode scores only v in {1, 2}: every other v (3 included) becomes 0;
+- a GT is ignored at a visibility level when it has no keypoint at that level (the crowd flag only lets a crowd GT
+  be matched more than once; ``num_keypoints`` is not read);
+- detections whose presences are all <= 0 are dropped;
+- in an image whose GTs are all ignored (at the level and area range evaluated, or with no GT at all), the
+  detections are ignored rather than counted as false positives;
+- the AW widths are float32 (as ``fix_bbox_aspect_ratio``), so per-pair similarities agree to the last bit.
+``rules="pycocotools"`` (standard mode only) reproduces ``pycocotools.cocoeval.COCOeval(iouType="keypoints")``
+instead: every v > 0 is scored at its coordinates (v=3 included), ``num_keypoints == 0`` or crowd means ignored,
+no detection is dropped and detections in images without usable GT are false positives.
+
 Out-ness of GT keypoints (``relabel``): "geometric" (default, mmpose CocoMetric) uses ``pad_to_contain`` from the
 annotation and computes it where absent, so any labelled keypoint outside the AW becomes v=3 and an annotated v=3
 inside the AW becomes v=1; "annotation" (exococotools 1.0.0) relabels only annotations that store
 ``pad_to_contain`` and otherwise trusts the v=3 flags of the file.
 
-Deliberate differences from the official copies (none affects COCO / CropCOCO style data):
-- crowd GTs are always ignored (the official extended code drops the crowd flag and relies on crowd regions having
-  no keypoints);
-- visibility levels are indexed by position, so data whose levels are not {1, 2, 3} also works;
-- in standard mode, level "all" keeps pycocotools' rule (so APm / APl equal pycocotools', not exococotools') that detections in images whose GTs are all ignored
-  are false positives; the per-visibility levels and extended mode ignore them (official code);
-- the reported ``OKS`` stat is the mean similarity of the matches at OKS 0.5, level "all", area "all" (the official
-  one averages over every threshold, level and area).
+Where we differ from the official file (never in its numbers on data it can evaluate):
+- visibility levels are indexed by position, so data whose levels are not {1, ..., n} also works (the official
+  code indexes by value and fails there);
+- the reported ``OKS`` stat is the mean similarity of the matches at OKS 0.5, level "all", area "all";
+  ``loc_similarity`` is the official one (mean over every match at every threshold, level and area).
 """
 
 from __future__ import annotations
@@ -66,10 +75,11 @@ _EPS = np.spacing(1)
 
 @dataclass
 class EvalParams:
-    """Evaluation settings. The defaults reproduce pycocotools' keypoint AP (``extended=False``)."""
+    """Evaluation settings. The defaults give the official standard keypoint AP (``extended=False``)."""
 
     extended: bool = False
     presence_threshold: float | None = 0.5  # None: use the clipped presence value itself (official behaviour)
+    rules: str = "official"  # or "pycocotools" (standard mode only)
     padding: float = WINDOW_PADDING
     relabel: str = "geometric"  # or "annotation" (exococotools)
     sigmas: np.ndarray = field(default_factory=lambda: COCO_SIGMAS.copy())
@@ -106,31 +116,48 @@ class KeypointEvalResult:
     num_out_keypoints: int
 
 
+def _fix_aspect(bbox_xywh, aspect_ratio: float, padding: float) -> tuple[np.ndarray, ...]:
+    """(x0, y0, x1, y1) of the aspect-fixed, padded box exactly as ``fix_bbox_aspect_ratio`` computes it.
+
+    The box goes through xyxy first; the new width / height are float32 (so they carry float32 rounding, as the
+    official code); a zero side counts as 1 px when choosing, and sizing, the enlarged side.
+    """
+    b = np.asarray(bbox_xywh, dtype=np.float64)
+    bx0, by0 = b[..., 0], b[..., 1]
+    bx1, by1 = bx0 + b[..., 2], by0 + b[..., 3]
+    cx, cy = bx0 + (bx1 - bx0) / 2, by0 + (by1 - by0) / 2
+    w, h = bx1 - bx0, by1 - by0
+    new_w, new_h = w.astype(np.float32), h.astype(np.float32)
+    w1, h1 = np.where(w == 0, 1.0, w), np.where(h == 0, 1.0, h)
+    wide = w1 / h1 > aspect_ratio
+    new_h = np.where(wide, (w1 / aspect_ratio).astype(np.float32), new_h)
+    new_w = np.where(wide, new_w, (h1 * aspect_ratio).astype(np.float32))
+    new_w = (new_w * np.float32(padding)).astype(np.float32)
+    new_h = (new_h * np.float32(padding)).astype(np.float32)
+    return cx - new_w / 2, cy - new_h / 2, cx + new_w / 2, cy + new_h / 2
+
+
 def aw_xyxy(bbox_xywh, aspect_ratio: float = ASPECT_RATIO, padding: float = WINDOW_PADDING) -> np.ndarray:
     """Activation window of GT boxes as Ex-OKS builds it (``fix_bbox_aspect_ratio``).
 
-    Enlarge the short side to w / h = aspect_ratio, then scale by ``padding`` about the centre; a zero side counts
-    as 1 px when choosing which side to enlarge, as in the official code.
+    Enlarge the short side to w / h = aspect_ratio, then scale by ``padding`` about the centre; widths in float32
+    and a zero side counting as 1 px, as in the official code.
 
     Args:
         bbox_xywh: (..., 4) image px.
     Returns:
-        (..., 4) xyxy image px.
+        (..., 4) xyxy image px (float64).
     """
-    b = np.asarray(bbox_xywh, dtype=np.float64)
-    w, h = b[..., 2], b[..., 3]
-    wide = np.where(w == 0, 1.0, w) / np.where(h == 0, 1.0, h) > aspect_ratio
-    new_w = np.where(wide, w, h * aspect_ratio) * padding
-    new_h = np.where(wide, w / aspect_ratio, h) * padding
-    cx, cy = b[..., 0] + w / 2.0, b[..., 1] + h / 2.0
-    return np.stack([cx - new_w / 2, cy - new_h / 2, cx + new_w / 2, cy + new_h / 2], axis=-1)
+    return np.stack(_fix_aspect(bbox_xywh, aspect_ratio, padding), axis=-1).astype(np.float64)
 
 
 def pad_to_contain(bbox_xywh, keypoints) -> np.ndarray:
     """Smallest AW padding that contains each keypoint (``find_min_padding_exact``).
 
     1 + max(2 dx / w, 2 dy / h), with (w, h) the aspect-fixed unpadded box and dx, dy how far the keypoint lies
-    outside it (0 inside). A keypoint lies outside the AW of padding p exactly when this exceeds p.
+    outside it (0 inside). A keypoint lies outside the AW of padding p exactly when this exceeds p. Computed in
+    the official order of operations (float32 box sides, x1 = x0 + w); an undefined value (a zero-size box) is
+    returned as 1.0, which, like the official NaN, never exceeds a padding >= 1.
 
     Args:
         bbox_xywh: (4,). keypoints: (K, 3) x, y, v (or (K, 2): all treated as labelled).
@@ -138,29 +165,32 @@ def pad_to_contain(bbox_xywh, keypoints) -> np.ndarray:
         (K,) float64; -1 for unlabelled keypoints (v <= 0).
     """
     kp = np.asarray(keypoints, dtype=np.float64)
-    x0, y0, x1, y1 = aw_xyxy(bbox_xywh, padding=1.0)
-    w, h = x1 - x0, y1 - y0
-    dx = np.maximum(np.maximum(x0 - kp[:, 0], kp[:, 0] - x1), 0.0)
-    dy = np.maximum(np.maximum(y0 - kp[:, 1], kp[:, 1] - y1), 0.0)
+    fx0, fy0, fx1, fy1 = (float(v) for v in _fix_aspect(np.asarray(bbox_xywh, dtype=np.float64), ASPECT_RATIO, 1.0))
+    w, h = fx1 - fx0, fy1 - fy0
+    x1, y1 = fx0 + w, fy0 + h
+    dx = np.maximum(np.maximum(fx0 - kp[:, 0], 0.0), np.maximum(kp[:, 0] - x1, 0.0))
+    dy = np.maximum(np.maximum(fy0 - kp[:, 1], 0.0), np.maximum(kp[:, 1] - y1, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        pad = 1.0 + np.maximum(np.where(w > 0, 2 * dx / w, np.inf * (dx > 0)),
-                               np.where(h > 0, 2 * dy / h, np.inf * (dy > 0)))
-    pad = np.nan_to_num(pad, nan=1.0)
+        pad = 1.0 + np.maximum(2 * dx / w, 2 * dy / h)
+    pad = np.where(np.isnan(pad), 1.0, pad)
     if kp.shape[1] >= 3:
         pad[kp[:, 2] <= 0] = -1.0
     return pad
 
 
 def relabel_visibility(ann: dict, extended: bool, padding: float = WINDOW_PADDING,
-                       relabel: str = "geometric") -> np.ndarray:
+                       relabel: str = "geometric", rules: str = "official") -> np.ndarray:
     """Visibility flags (K,) int used by the evaluation of one GT annotation (spec 7.2 ``_prepare``).
 
-    Standard mode: every v not in {1, 2} becomes 0. Extended mode: with ``pad_to_contain`` (stored, or computed
-    when ``relabel="geometric"``), labelled keypoints outside the AW get v=3 and v=3 inside it gets v=1.
+    Standard mode: every v not in {1, 2} becomes 0 (``rules="pycocotools"``: the flags are kept as they are, so
+    v=3 is scored at its coordinates). Extended mode: with ``pad_to_contain`` (stored, or computed when
+    ``relabel="geometric"``), labelled keypoints outside the AW get v=3 and v=3 inside it gets v=1.
     """
     kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
     vis = kp[:, 2].astype(np.int64)
     if not extended:
+        if rules == "pycocotools":
+            return vis
         return np.where((vis == 1) | (vis == 2), vis, 0)
     ptc = ann.get("pad_to_contain")
     if ptc is None and relabel == "geometric":
@@ -200,7 +230,8 @@ def pair_keypoint_terms(dt_kpts: np.ndarray, gt_kpts: np.ndarray, gt_vis: np.nda
         box = [c[None, :, None] for c in aw_xyxy(gt_bbox_xywh, padding=padding).T]
         c = np.clip(dt_kpts[:, None, :, 2], 0.0, 1.0)
         if presence_threshold is not None:
-            c = (c >= presence_threshold).astype(np.float64)
+            # NaN presence is neither in nor out (Euclidean), as the official integer cast leaves it
+            c = np.where(c >= presence_threshold, 1.0, np.where(c < presence_threshold, 0.0, np.nan))
         g_in = gt_vis[None] < 3
         e_pred, e_gt = _edge_sq(xd, yd, box), _edge_sq(xg, yg, box)
         d2 = np.where(~g_in & (c == 1), e_pred, d2)
@@ -276,7 +307,7 @@ def _prepare_gt(gt: dict, params: EvalParams) -> tuple[dict[int, _GtBlock], list
     n_out = 0
     for anns in anns_by_image.values():
         for a in anns:
-            v = relabel_visibility(a, params.extended, params.padding, params.relabel)
+            v = relabel_visibility(a, params.extended, params.padding, params.relabel, params.rules)
             vis_by_ann[id(a)] = v
             levels_set.update(int(x) for x in np.unique(v) if x > 0)
             n_out += int((v == 3).sum())
@@ -293,14 +324,13 @@ def _prepare_gt(gt: dict, params: EvalParams) -> tuple[dict[int, _GtBlock], list
             area = bbox[:, 2] * bbox[:, 3] * 0.53
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
         ign = np.zeros((G, 1 + len(levels)), dtype=bool)
-        if params.extended:
-            ign[:, 0] = (vis > 0).sum(axis=1) == 0
-        else:  # pycocotools: the num_keypoints field decides
-            ign[:, 0] = np.array([a.get("num_keypoints", int((np.asarray(a["keypoints"][2::3]) > 0).sum())) == 0
-                                  for a in anns], dtype=bool)
+        ign[:, 0] = (vis > 0).sum(axis=1) == 0  # official: only the (relabelled) visibilities decide
         for i, lv in enumerate(levels):
             ign[:, i + 1] = (vis == lv).sum(axis=1) == 0
-        ign |= crowd[:, None]
+        if params.rules == "pycocotools":  # the num_keypoints field and the crowd flag decide
+            ign[:, 0] = np.array([a.get("num_keypoints", int((np.asarray(a["keypoints"][2::3]) > 0).sum())) == 0
+                                  for a in anns], dtype=bool)
+            ign |= crowd[:, None]
         blocks[iid] = _GtBlock(np.array([a["id"] for a in anns], dtype=np.int64), kp[..., :2], vis, bbox,
                                area.reshape(G), crowd, ign)
     return blocks, sorted(anns_by_image), levels, n_out
@@ -323,8 +353,8 @@ def _prepare_dt(results: list[dict], image_ids: set[int], params: EvalParams) ->
         if r.get("category_id", 1) != 1 or r["image_id"] not in image_ids:
             continue
         kp = np.asarray(r["keypoints"], dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
-        if params.extended and not np.any(kp[:, 2] > 0):
-            continue  # the official extended code drops detections whose confidences are all 0
+        if params.rules == "official" and not np.any(kp[:, 2] > 0):
+            continue  # the official code drops detections whose presences are all <= 0 (both modes)
         by_image.setdefault(r["image_id"], []).append((i + 1, r))
     blocks = {}
     for iid, items in by_image.items():
@@ -377,10 +407,16 @@ def evaluate_keypoints(gt: dict, results: list[dict], params: EvalParams | None 
     Args:
         gt: COCO dict with ``images`` and ``annotations`` (person category 1), e.g. ``CocoSet.dataset``.
         results: COCO keypoint results: image_id, category_id, keypoints [x, y, presence] * K, score, bbox.
-        params: ``EvalParams``; default standard COCO keypoint AP.
+        params: ``EvalParams``; default standard COCO keypoint AP under the official rules.
         image_ids: restrict to these images (default all images of ``gt``).
     """
     p = params or EvalParams()
+    if p.rules not in ("official", "pycocotools"):
+        raise ValueError(f"rules must be 'official' or 'pycocotools', got {p.rules!r}")
+    if p.rules == "pycocotools" and p.extended:
+        raise ValueError("rules='pycocotools' exists for standard AP only; Ex-OKS has only the official rules")
+    official = p.rules == "official"
+    loc_sum, loc_n = 0.0, 0
     blocks, all_ids, levels, n_out = _prepare_gt(gt, p)
     img_ids = all_ids if image_ids is None else sorted(set(int(i) for i in image_ids) & set(all_ids))
     dts = _prepare_dt(results, set(img_ids), p)
@@ -409,11 +445,13 @@ def evaluate_keypoints(gt: dict, results: list[dict], params: EvalParams | None 
                     dtm, dtig, msim = _match(sim[v][:, order], gig_s, crowd_s, p.iou_thrs)
                     out_rng = (d.area < lo) | (d.area > hi)
                     dtig = dtig | ((dtm < 0) & out_rng[None])
-                    if (p.extended or v > 0) and gig.all():
+                    if official and gig.all():
                         # official code: detections in images with no usable GT (none at all included) are
-                        # ignored rather than counted as false positives; standard level "all" keeps
-                        # pycocotools' behaviour
+                        # ignored rather than counted as false positives (pycocotools counts them)
                         dtig[:] = True
+                    hit = dtm >= 0
+                    loc_sum += float(msim[hit].sum())
+                    loc_n += int(hit.sum())
                     cell = acc[v][a]
                     cell["scores"].append(d.scores)
                     cell["tp"].append(dtm >= 0)
@@ -476,6 +514,7 @@ def evaluate_keypoints(gt: dict, results: list[dict], params: EvalParams | None 
     for i, lv in enumerate(levels):
         stats[f"AP (v={lv})"] = _mean(precision[:, i + 1, :, ai["all"]])
     stats["OKS"] = float(np.mean([s for _, s in matches.values()])) if matches else -1.0
+    stats["loc_similarity"] = loc_sum / loc_n if loc_n else -1.0
     n_gt = sum(len(blocks[i].ids) for i in img_ids)
     n_dt = sum(len(dts[i].ids) for i in dts)
     return KeypointEvalResult(stats, levels, precision, recall, p, matches, sims_out, len(img_ids), n_gt, n_dt,

@@ -1,10 +1,13 @@
 """Presence classification: is a GT keypoint inside the activation window, and does the model say so?
 
 Labels follow the official ``_do_python_variables_eval``: a labelled keypoint (v > 0) is *present* (1) when it lies
-inside the AW of its GT box (``pad_to_contain`` <= 1.25, stored or computed), absent (0) otherwise; unlabelled
-keypoints are ignored. A prediction says "present" when its score is >= the threshold (the Ex-OKS convention).
-The score is the presence head's probability for ProbPose and the clipped heatmap peak for the heatmap baseline
-(the "heatmap-peak rule").
+inside the AW of its GT box (``pad_to_contain`` <= 1.25, always recomputed from the geometry: a stored
+``pad_to_contain`` is not used here, as in the official code), absent (0) otherwise; unlabelled keypoints are
+ignored. At a fixed threshold a prediction says "present" when its score is >= the threshold (the Ex-OKS
+convention). The **oracle** threshold is the official one (``oracle_threshold``): the best accuracy over
+``numpy.linspace(0, 1, 21)`` (unrounded) with the strict rule ``float32(score) > t``, first on ties, and -1 when the
+labels hold fewer than two classes. The score is the presence head's probability for ProbPose and the clipped
+heatmap peak for the heatmap baseline (the "heatmap-peak rule").
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.exoks import relabel_visibility
+from analysis.exoks import pad_to_contain
 from probpose.constants import WINDOW_PADDING
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "ORACLE_THRESHOLDS",
+    "OracleThreshold",
+    "oracle_threshold",
+    "oracle_threshold_from_results",
     "PresenceStats",
     "presence_labels",
     "presence_error",
@@ -25,18 +32,81 @@ __all__ = [
     "presence_report",
 ]
 
-DEFAULT_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 21), 2)  # the official scan: 0, 0.05, ..., 1
+DEFAULT_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 21), 2)  # sweeps and curves: 0, 0.05, ..., 1 (display grid)
+ORACLE_THRESHOLDS = np.linspace(0.0, 1.0, 21)  # the official scan, unrounded (0.15000000000000002, ...)
 
 
 def presence_labels(gt_anns: list[dict], padding: float = WINDOW_PADDING) -> np.ndarray:
-    """(N, K) float labels for GT annotations: 1 inside the AW, 0 outside, NaN unlabelled."""
+    """(N, K) float labels for GT annotations: 1 inside the AW, 0 outside, NaN unlabelled.
+
+    Out-ness is recomputed from the box and keypoints (``pad_to_contain`` > padding), ignoring a stored
+    ``pad_to_contain``, as the official classification evaluation does.
+    """
     out = []
     for a in gt_anns:
-        v = relabel_visibility(a, extended=True, padding=padding, relabel="geometric")
-        lab = np.where(v == 3, 0.0, 1.0)
-        lab[v <= 0] = np.nan
+        kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
+        is_out = pad_to_contain(a["bbox"], kp) > padding
+        lab = np.where(is_out, 0.0, 1.0)
+        lab[kp[:, 2] <= 0] = np.nan
         out.append(lab)
     return np.array(out, dtype=np.float64).reshape(len(gt_anns), -1)
+
+
+@dataclass
+class OracleThreshold:
+    """The official oracle presence threshold: ``threshold`` (-1 when undefined), its ``accuracy`` (NaN when
+    undefined) and the label counts it was chosen on."""
+
+    threshold: float
+    accuracy: float
+    n_present: int
+    n_absent: int
+
+
+def oracle_threshold(scores: np.ndarray, labels: np.ndarray,
+                     thresholds: np.ndarray = ORACLE_THRESHOLDS) -> OracleThreshold:
+    """Best-accuracy presence threshold, exactly as the official ``CocoMetric`` picks it.
+
+    Scores are cast to float32 and compared with ``>`` to each threshold of ``thresholds`` (float64, unrounded);
+    the first threshold with the highest accuracy wins. With fewer than two label classes the threshold is -1
+    (every keypoint then counts as "in" for Ex-OKS, whose rule is ``presence >= threshold``).
+
+    Args:
+        scores: (...,) presence scores. labels: same shape, 1 / 0 / NaN (NaN ignored).
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float32).ravel()
+    keep = ~np.isnan(y)
+    y, s = y[keep].astype(bool), s[keep]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return OracleThreshold(-1.0, float("nan"), n_pos, n_neg)
+    acc = ((s[:, None] > np.asarray(thresholds)[None]) == y[:, None]).sum(axis=0) / len(y)
+    i = int(np.argmax(acc))
+    return OracleThreshold(float(np.asarray(thresholds)[i]), float(acc[i]), n_pos, n_neg)
+
+
+def oracle_threshold_from_results(gt: dict, results: list[dict], padding: float = WINDOW_PADDING) -> float:
+    """The official oracle threshold of a results list against a COCO GT dict (-1 when undefined).
+
+    Each result is paired with its GT person through ``gt_ann_id`` (the official metric pairs by person id); the
+    presences are the third keypoint values. As the official code: GTs whose keypoints are all zero take no part,
+    and a result whose GT is missing among the rest makes the whole classification fail, leaving -1.
+    """
+    anns = {a["id"]: a for a in gt["annotations"] if not np.allclose(np.asarray(a["keypoints"], float), 0)}
+    by_key: dict = {}
+    for r in results:
+        by_key[(r["image_id"], r.get("gt_ann_id"))] = r  # the official dict keeps the last of duplicates
+    pres, gts = [], []
+    for (iid, aid), r in by_key.items():
+        a = anns.get(aid)
+        if a is None or a["image_id"] != iid:
+            return -1.0
+        pres.append(np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)[:, 2])
+        gts.append(a)
+    if not gts:
+        return -1.0
+    return oracle_threshold(np.array(pres), presence_labels(gts, padding)).threshold
 
 
 @dataclass
@@ -60,17 +130,18 @@ class PresenceStats:
         return {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in self.__dict__.items()}
 
 
-def presence_error(scores: np.ndarray, labels: np.ndarray, threshold: float) -> PresenceStats:
+def presence_error(scores: np.ndarray, labels: np.ndarray, threshold: float, strict: bool = False) -> PresenceStats:
     """Classification error of ``scores >= threshold`` against ``labels`` (NaN labels ignored).
 
     Args:
         scores: (...,) presence scores in [0, 1]. labels: same shape, 1 / 0 / NaN.
+        strict: the official oracle rule instead: ``float32(score) > threshold`` (no clipping).
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
     keep = np.isfinite(y) & np.isfinite(s)
     s, y = s[keep], y[keep].astype(bool)
-    pred = np.clip(s, 0.0, 1.0) >= threshold
+    pred = s.astype(np.float32) > threshold if strict else np.clip(s, 0.0, 1.0) >= threshold
     false_out = int((y & ~pred).sum())
     false_in = int((~y & pred).sum())
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -80,10 +151,12 @@ def presence_error(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
     return PresenceStats(float(threshold), err, bal, false_out, false_in, n_pos, n_neg)
 
 
-def best_threshold(scores: np.ndarray, labels: np.ndarray, thresholds=DEFAULT_THRESHOLDS,
+def best_threshold(scores: np.ndarray, labels: np.ndarray, thresholds=ORACLE_THRESHOLDS,
                    balanced: bool = False) -> PresenceStats:
-    """The threshold of ``thresholds`` with the lowest (balanced) error; ties go to the smallest threshold."""
-    stats = [presence_error(scores, labels, t) for t in thresholds]
+    """The threshold of ``thresholds`` with the lowest (balanced) error under the official oracle rule
+    (``float32(score) > t``); ties go to the smallest threshold. With ``balanced=False`` and the default grid this
+    is ``oracle_threshold``'s choice (when both classes are present)."""
+    stats = [presence_error(scores, labels, t, strict=True) for t in thresholds]
     key = [(s.balanced_error if balanced else s.error) for s in stats]
     key = [np.inf if not np.isfinite(k) else k for k in key]
     return stats[int(np.argmin(key))]
@@ -91,7 +164,8 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray, thresholds=DEFAULT_TH
 
 def presence_report(scores: np.ndarray, labels: np.ndarray, fixed_threshold: float,
                     thresholds=DEFAULT_THRESHOLDS) -> dict:
-    """Error at a fixed threshold, at the oracle best threshold (plain and balanced), and the whole curve.
+    """Error at a fixed threshold (``>=``), at the oracle best threshold (plain and balanced, official ``>`` rule on
+    the unrounded grid), and the whole curve (``>=``, display grid).
 
     Returns:
         {'fixed': dict, 'best': dict, 'best_balanced': dict, 'curve': {'thresholds': [...], 'error': [...],
@@ -100,8 +174,8 @@ def presence_report(scores: np.ndarray, labels: np.ndarray, fixed_threshold: flo
     curve = [presence_error(scores, labels, t) for t in thresholds]
     return {
         "fixed": presence_error(scores, labels, fixed_threshold).to_dict(),
-        "best": best_threshold(scores, labels, thresholds).to_dict(),
-        "best_balanced": best_threshold(scores, labels, thresholds, balanced=True).to_dict(),
+        "best": best_threshold(scores, labels).to_dict(),
+        "best_balanced": best_threshold(scores, labels, balanced=True).to_dict(),
         "curve": {"thresholds": [float(t) for t in thresholds], "error": [c.error for c in curve],
                   "balanced_error": [c.balanced_error for c in curve]},
     }

@@ -1,12 +1,15 @@
 """Keypoint-threshold sweeps: mAP, Ex-mAP and presence error as functions of the presence threshold.
 
 At threshold t: instance scores are re-computed with t as the rescoring threshold (mean keypoint score over
-keypoints with presence > t), the Ex-OKS "in / out" decision uses presence >= t, and the presence error counts
-(presence >= t) != GT presence. Cheap: reuses a ``RunOutput``; the network never runs.
+keypoints with presence > t), the re-scored results go through OKS-NMS (0.9, as the official metric), then mAP
+(official standard rules) and Ex-mAP with "in" = presence >= t; the presence error counts (presence >= t) != GT
+presence. Cheap: reuses a ``RunOutput``; the network never runs. Imports ``analysis.scoring`` (never
+``analysis.evaluate``, which imports this module).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +17,7 @@ import numpy as np
 from analysis.coco_io import CocoSet
 from analysis.exoks import EvalParams, evaluate_keypoints
 from analysis.presence import DEFAULT_THRESHOLDS, presence_error
+from analysis.scoring import NMS_THRESHOLD, nms_keep, rescore, results_with_scores
 
 __all__ = ["SweepResult", "threshold_sweep"]
 
@@ -53,16 +57,27 @@ class SweepResult:
                            np.array([np.nan if v is None else v for v in d["presence_error"]], float))
 
 
-def threshold_sweep(run, coco: CocoSet, thresholds=DEFAULT_THRESHOLDS) -> SweepResult:
-    """Sweep ``thresholds`` over one ``RunOutput`` (see module docstring)."""
-    from analysis.evaluate import rescore, results_with_scores
+def threshold_sweep(run, coco: CocoSet, thresholds=DEFAULT_THRESHOLDS,
+                    progress: Callable[[float], None] | None = None,
+                    nms_threshold: float | None = NMS_THRESHOLD) -> SweepResult:
+    """Sweep ``thresholds`` over one ``RunOutput`` (see module docstring).
 
+    Args:
+        progress: called with each threshold once it is done.
+        nms_threshold: OKS-NMS threshold applied to the re-scored results (None: no NMS).
+    """
     th = np.asarray(thresholds, dtype=np.float64)
     ap, ex, err = np.zeros(len(th)), np.zeros(len(th)), np.zeros(len(th))
+    recs = run.records
+    areas = np.prod(recs.scales, axis=1) if len(recs) else np.zeros(0)
     for i, t in enumerate(th):
-        res = results_with_scores(run.results, rescore(run.records, t))
+        res = results_with_scores(run.results, rescore(recs, t))
+        keep = nms_keep(res, areas, nms_threshold)
+        res = [res[j] for j in keep]
         ap[i] = evaluate_keypoints(coco.dataset, res, EvalParams(), image_ids=run.image_ids).stats["AP"]
         ex[i] = evaluate_keypoints(coco.dataset, res, EvalParams(extended=True, presence_threshold=t),
                                    image_ids=run.image_ids).stats["AP"]
-        err[i] = presence_error(run.records.presence, run.records.label, t).error
+        err[i] = presence_error(recs.presence[keep], recs.label[keep], t).error
+        if progress is not None:
+            progress(float(t))
     return SweepResult(th, ap, ex, err)

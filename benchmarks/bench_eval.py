@@ -32,7 +32,9 @@ def main() -> None:
     cs = load_coco(args.ann)
     res = noisy_results(cs, extra=len(cs.annotations) // 5)
     cases = {
-        "native standard (= pycocotools AP)": lambda: evaluate_keypoints(cs.dataset, res),
+        "native standard (official rules)": lambda: evaluate_keypoints(cs.dataset, res),
+        "native standard (pycocotools rules)": lambda: evaluate_keypoints(cs.dataset, res,
+                                                                          EvalParams(rules="pycocotools")),
         "native Ex-OKS (thr 0.5, 3 visibility levels)": lambda: evaluate_keypoints(
             cs.dataset, res, EvalParams(extended=True, presence_threshold=0.5)),
         "pycocotools COCOeval keypoints": lambda: pycocotools_keypoint_ap(cs.dataset, res),

@@ -8,11 +8,15 @@ Methods (``detect_people(image, method=...)``):
   with a ~16 px margin on each side (Dalal & Triggs 2005), so we shrink every HOG box by that margin
   (1/4 of the width and 1/8 of the height on each side) to approximate a tight person box; the activation
   window then adds its usual x1.25 context.
-- ``"rtdetr"``: a real pretrained detector (RT-DETR, ``PekingU/rtdetr_r18vd`` by default) through Hugging Face
-  transformers, an optional extra (``pip install transformers``). Only the COCO "person" class is kept.
-- ``"auto"``: rtdetr when transformers is importable *and* the weights are already in the local HF cache (no
-  network is touched), else hog; the whole image when hog finds nobody. ``Detection.source`` says which made
-  each box.
+- ``"rtdetr"``: a real pretrained detector (RT-DETR, ``PekingU/rtdetr_r18vd`` by default, env
+  ``PROBPOSE_RTDETR_MODEL``) through Hugging Face transformers (a dependency of the app). Only the COCO "person"
+  class is kept. The weights come from the local HF cache, or are downloaded once when the Hub can be used.
+- ``"auto"`` (``auto_detector()`` says which and why): rtdetr when transformers is importable and the weights are
+  in the local HF cache, or the Hub can be reached (``probpose.hub.hub_status``: a few seconds at most,
+  ``HF_HUB_OFFLINE`` honoured, always online on a Space); HOG only otherwise (offline), or when loading RT-DETR
+  fails. When nobody is found the result is **empty**; the whole image is used only when asked
+  (``whole_if_none=True``), and such a box has the source ``"whole (no person found)"``.
+``Detection.source`` says which method made each box.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 
 from probpose.errors import ProbPoseError
 
-__all__ = ["Detection", "detect_people", "nms", "rtdetr_available", "RTDETR_MODEL_ID", "HOG_MARGIN"]
+__all__ = ["Detection", "detect_people", "nms", "rtdetr_available", "auto_detector", "RTDETR_MODEL_ID", "HOG_MARGIN",
+           "WHOLE_FALLBACK"]
 
 RTDETR_MODEL_ID = os.environ.get("PROBPOSE_RTDETR_MODEL", "PekingU/rtdetr_r18vd")
 # Margin of the HOG person window on each side, as a fraction of the window (16/64 wide, 16/128 tall).
@@ -35,6 +40,7 @@ HOG_MARGIN = (0.25, 0.125)
 _HOG_LONG_SIDE = 640  # detect on a copy whose long side is at most this (speed)
 _DEFAULT_MIN_SCORE = {"hog": 0.3, "rtdetr": 0.5}
 _METHODS = ("auto", "whole", "hog", "rtdetr")
+WHOLE_FALLBACK = "whole (no person found)"  # source of the explicit whole-image fallback box
 
 
 @dataclass
@@ -53,7 +59,7 @@ class Detection:
 
 
 def detect_people(image: np.ndarray, method: str = "auto", *, min_score: float | None = None,
-                  max_people: int = 20) -> list[Detection]:
+                  max_people: int = 20, whole_if_none: bool = False) -> list[Detection]:
     """Find person boxes in an RGB image.
 
     Args:
@@ -61,8 +67,10 @@ def detect_people(image: np.ndarray, method: str = "auto", *, min_score: float |
         method: ``"auto"``, ``"whole"``, ``"hog"`` or ``"rtdetr"`` (see module docstring).
         min_score: drop detections below this score; default 0.3 for hog, 0.5 for rtdetr.
         max_people: keep at most this many boxes, highest score first.
+        whole_if_none: when the detector finds nobody, return the whole image as one box with the source
+            ``WHOLE_FALLBACK`` instead of an empty list.
     Returns:
-        Detections sorted by score, descending. ``"whole"`` and ``"auto"`` always return at least one.
+        Detections sorted by score, descending; empty when nobody is found (unless ``whole_if_none``).
     Raises:
         ValueError: unknown method or a malformed image.
         ProbPoseError: ``"rtdetr"`` asked for but transformers is missing or the model cannot be loaded.
@@ -77,17 +85,44 @@ def detect_people(image: np.ndarray, method: str = "auto", *, min_score: float |
     if method == "whole":
         return [_whole(img)]
     if method == "hog":
-        return _hog(img, _score(min_score, "hog"), max_people)
-    if method == "rtdetr":
-        return _rtdetr(img, _score(min_score, "rtdetr"), max_people, local_only=False)
-    # auto
-    if rtdetr_available():
-        try:
-            return _rtdetr(img, _score(min_score, "rtdetr"), max_people, local_only=True)
-        except ProbPoseError:
-            pass  # a broken local cache must not stop the demo: fall through to HOG
-    found = _hog(img, _score(min_score, "hog"), max_people)
-    return found if found else [_whole(img)]
+        found = _hog(img, _score(min_score, "hog"), max_people)
+    elif method == "rtdetr":
+        found = _rtdetr(img, _score(min_score, "rtdetr"), max_people, local_only=False)
+    else:
+        found = None
+        choice, _ = auto_detector()
+        if choice == "rtdetr":
+            try:
+                found = _rtdetr(img, _score(min_score, "rtdetr"), max_people, local_only=not _hub_online())
+            except ProbPoseError:
+                found = None  # a broken cache or a failed download must not stop the demo: HOG below
+        if found is None:
+            found = _hog(img, _score(min_score, "hog"), max_people)
+    if not found and whole_if_none:
+        return [Detection(_whole(img).box, 1.0, WHOLE_FALLBACK)]
+    return found
+
+
+def _hub_online() -> bool:
+    from probpose.hub import hub_status
+
+    return hub_status().online
+
+
+def auto_detector(model_id: str | None = None) -> tuple[str, str]:
+    """Which detector ``method="auto"`` uses here, and why: ("rtdetr" | "hog", reason). Contacts nothing but the
+    quick reachability check of ``probpose.hub`` (and only when the weights are not cached)."""
+    repo = model_id or RTDETR_MODEL_ID
+    if not _transformers_importable():
+        return "hog", "transformers is not installed (pip install transformers)"
+    if rtdetr_available(repo):
+        return "rtdetr", f"RT-DETR {repo} from the local Hugging Face cache"
+    from probpose.hub import hub_status
+
+    status = hub_status()
+    if status.online:
+        return "rtdetr", f"RT-DETR {repo}, downloaded once from the Hub ({status.reason})"
+    return "hog", f"offline HOG detector: RT-DETR {repo} is not cached and {status.reason}"
 
 
 def _score(min_score: float | None, method: str) -> float:
@@ -167,18 +202,14 @@ def rtdetr_available(model_id: str | None = None) -> bool:
     """True when transformers is importable and the RT-DETR weights are in the local HF cache (no network)."""
     if not _transformers_importable():
         return False
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
+    from probpose.hub import cached_file
+
     repo = model_id or RTDETR_MODEL_ID
     if os.path.isdir(repo):  # a local folder given as the model id
         return os.path.isfile(os.path.join(repo, "config.json"))
-    cfg = try_to_load_from_cache(repo, "config.json")
-    if not isinstance(cfg, str):
+    if cached_file(repo, "config.json") is None:
         return False
-    return any(isinstance(try_to_load_from_cache(repo, f), str)
-               for f in ("model.safetensors", "pytorch_model.bin"))
+    return any(cached_file(repo, f) is not None for f in ("model.safetensors", "pytorch_model.bin"))
 
 
 @functools.lru_cache(maxsize=2)
@@ -188,14 +219,17 @@ def _load_rtdetr(model_id: str, local_only: bool):
                             "pip install transformers (optional extra), or use --detector hog / whole")
     from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
-    offline = local_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    from probpose.hub import hf_cache_dir, hub_offline
+
+    offline = local_only or hub_offline()
+    kw = {"local_files_only": offline, "cache_dir": None if os.path.isdir(model_id) else str(hf_cache_dir())}
     try:
-        processor = AutoImageProcessor.from_pretrained(model_id, local_files_only=offline)
-        model = AutoModelForObjectDetection.from_pretrained(model_id, local_files_only=offline).eval()
+        processor = AutoImageProcessor.from_pretrained(model_id, **kw)
+        model = AutoModelForObjectDetection.from_pretrained(model_id, **kw).eval()
     except Exception as e:  # OSError / HF errors / connection errors all mean "not available"
         where = "in the local Hugging Face cache" if offline else "locally or from the Hub"
         raise ProbPoseError(f"could not load the RT-DETR model {model_id!r} {where}: {type(e).__name__}: {e}. "
-                            "Download it once with network access (huggingface-cli download "
+                            "Download it once with network access (hf download "
                             f"{model_id}), or use --detector hog / whole") from e
     person = [i for i, name in model.config.id2label.items() if str(name).lower() == "person"]
     if not person:

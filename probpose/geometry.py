@@ -32,6 +32,7 @@ __all__ = [
     "heatmap_to_image",
     "image_to_heatmap",
     "clip_box",
+    "clip_box_official",
     "box_xywh_to_xyxy",
     "box_xyxy_to_xywh",
     "flip_points_horizontal",
@@ -243,6 +244,29 @@ def clip_box(box_xyxy, image_size: tuple[int, int]) -> np.ndarray:
     out = b.copy()
     out[..., 0::2] = np.clip(b[..., 0::2], 0.0, w - 1)
     out[..., 1::2] = np.clip(b[..., 1::2], 0.0, h - 1)
+    return out
+
+
+def clip_box_official(box_xywh, image_size: tuple[int, int]) -> np.ndarray:
+    """A COCO GT box as the official dataset parses it (``parse_data_info``): xywh -> xyxy clipped to the image.
+
+    x1 = clip(x, 0, w-1), y1 = clip(y, 0, h-1), x2 = clip(x + bw, 0, w-1), y2 = clip(y + bh, 0, h-1). For GT
+    boxes only (evaluation); typed, clicked and detector boxes are used unclipped. No error for a box outside
+    the image: it comes back with zero width or height, and the official dataset then drops the instance
+    (``_is_valid_instance``: w <= 0 or h <= 0), as the caller should.
+
+    Args:
+        box_xywh: (..., 4) [x, y, w, h] image px (COCO JSON). image_size: (w, h) of the image.
+    Returns:
+        (..., 4) float64 xyxy.
+    """
+    b = np.asarray(box_xywh, dtype=np.float64)
+    if b.shape[-1:] != (4,):
+        raise BoxError(f"box must have 4 values (x, y, w, h) in its last axis, got shape {b.shape}")
+    w, h = float(image_size[0]), float(image_size[1])
+    out = np.concatenate([b[..., :2], b[..., :2] + b[..., 2:4]], axis=-1)  # x + w before clipping, as official
+    out[..., 0::2] = np.clip(out[..., 0::2], 0.0, w - 1)
+    out[..., 1::2] = np.clip(out[..., 1::2], 0.0, h - 1)
     return out
 
 

@@ -3,7 +3,8 @@
 ``PosePredictor.set_image`` runs the network once per image and caches ``NetworkOutputs``; ``predict`` re-decodes
 from that cache (decoder, presence threshold, sparsemax temperature) without touching the network.
 
-Pipeline per person (spec 1.1, 3.5, 10): box -> clipped to the image -> activation window
+Pipeline per person (spec 1.1, 3.5, 10): box (as given, like the official ``inference_topdown``; clipped to the
+image only with ``clip_boxes=True``, the official dataset rule for GT boxes) -> activation window
 (``geometry.box_to_window``: 3:4, x1.25) -> UDP warp to 256x192 (black outside the image) -> ImageNet normalisation
 (RGB) -> batched forward under ``torch.inference_mode`` -> flip test (mirrored crop, maps mirrored back along W
 with channels re-indexed by FLIP_INDICES, scalars re-indexed, both averaged) -> cache.
@@ -33,6 +34,7 @@ from probpose.constants import (
 )
 from probpose.errors import BoxError
 from probpose.image import load_image
+from probpose.precision import PRECISIONS, autocast_dtype, resolve_precision
 
 __all__ = [
     "NetworkOutputs",
@@ -50,7 +52,6 @@ __all__ = [
 ]
 
 DECODERS = ("expected_oks", "argmax")
-PRECISIONS = ("fp32", "bf16", "int8")
 # mmpose's ViTPose rescoring: instance score = mean of keypoint scores above this.
 HEATMAP_SCORE_THRESHOLD = 0.2
 MODEL_KINDS = ("probpose", "heatmap", "probpose_dh")
@@ -70,7 +71,8 @@ class NetworkOutputs:
         for the heatmap baseline.
     presence, visibility, oks: (N,K) float32 flip-averaged sigmoids (heatmap baseline: presence = clip(heatmap
         peak, 0, 1), visibility / oks NaN). presence_logits: (N,K) flip-averaged pre-sigmoid (NaN for heatmaps).
-    centers, scales: (N,2) activation windows in image px. boxes: (N,4) the clipped xyxy boxes that made them.
+    centers, scales: (N,2) activation windows in image px. boxes: (N,4) the xyxy boxes that made them (as given;
+        clipped to [0, w-1] x [0, h-1] when ``set_image(clip_boxes=True)``).
     boxes_given: (N,4) the boxes as given. box_sources: N strings. box_scores: (N,) detector scores (1 if given).
     image_size: (w, h). kind: "probpose" | "heatmap" | "probpose_dh". temperature: the model's sparsemax
     temperature.
@@ -80,9 +82,9 @@ class NetworkOutputs:
     flip-averaged maps of the two windows (``probmaps`` is ``expert_maps``, for compatibility; ``logits`` /
     ``logits_flipped`` are the expert branch's); wide_logits / wide_logits_flipped the wide branch's (re-temperature
     needs ``map_normalization == "sparsemax"``); bbox_masks (N,256,192) bool, ``dual_codec.bbox_mask`` of each
-    clipped box in its crop (the merge rule); in_padding / out_padding / spread: the model's window paddings and
-    decode spread s; map_normalization: the model's ``config.normalize`` ("none" = raw, not distributions).
-    presence is P(inside the WIDE window) for this kind.
+    box in its crop (the merge rule; the mask clips the box to the image, as the official one); in_padding /
+    out_padding / spread: the model's window paddings and decode spread s; map_normalization: the model's
+    ``config.normalize`` ("none" = raw, not distributions). presence is P(inside the WIDE window) for this kind.
     """
 
     probmaps: np.ndarray
@@ -143,11 +145,12 @@ class ImageRegion:
 class PersonPose:
     """One person's decoded pose. K = 17; coordinates in image px (x, y).
 
-    box (4,) xyxy as used (clipped to the image); box_source; center (2,), scale (2,), window (4,) the
-    activation window; keypoints (K,2); presence (K,) P(inside the window); present (K,) presence >= threshold;
-    visibility (K,); oks (K,) predicted OKS (the official ``keypoint_scores``); keypoint_scores (K,) the decoder's
-    value (ProbPose: map value at the expected-OKS arg-max; heatmaps: peak value); in_image (K,) keypoint inside
-    the image; probmaps (K,64,48); score: instance score (see ``PosePredictor.predict``).
+    box (4,) xyxy as used for the window (as given, or clipped with ``clip_boxes=True``); box_source; center (2,),
+    scale (2,), window (4,) the activation window; keypoints (K,2); presence (K,) P(inside the window); present
+    (K,) presence >= threshold; visibility (K,); oks (K,) predicted OKS (the official ``keypoint_scores``);
+    keypoint_scores (K,) the decoder's value (ProbPose: map value at the expected-OKS arg-max; heatmaps: peak
+    value); in_image (K,) keypoint inside the image; probmaps (K,64,48); score: instance score (see
+    ``PosePredictor.predict``).
 
     ProbPose-DH fields (None for the other models; docs/dual.md): keypoints are the MERGED keypoints and may lie
     outside the activation window (inside the wide window); presence is P(inside the WIDE window); probmaps are
@@ -301,8 +304,13 @@ def _floats(a) -> list:
 # ----------------------------------------------------------------------------------------------- preprocessing
 
 
-def _as_boxes(boxes, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Validate user boxes -> (given (N,4), clipped (N,4)). BoxError names the box and the image size."""
+def _as_boxes(boxes, image_size: tuple[int, int], clip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Validate boxes -> (given (N,4), used (N,4)). BoxError names the box and the image size.
+
+    used = given (the official demo path builds the window from the raw box), or with ``clip`` the box clipped to
+    [0, w-1] x [0, h-1] (``geometry.clip_box``: the official dataset rule for GT boxes). Either way a box must be
+    finite, have x2 > x1 and y2 > y1, and overlap the image [0, w] x [0, h] (clipped: keep an area inside it).
+    """
     w, h = image_size
     b = np.asarray(boxes, dtype=np.float64)
     if b.size == 0:
@@ -311,13 +319,18 @@ def _as_boxes(boxes, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4:
         raise BoxError(f"boxes must be (N, 4) xyxy image px, got shape {b.shape}")
-    clipped = np.empty_like(b)
+    used = b.copy()
     for i, box in enumerate(b):
         if not np.all(np.isfinite(box)):
             raise BoxError(f"box {i} {box.tolist()} has NaN or infinite values")
         if box[2] <= box[0] or box[3] <= box[1]:
             raise BoxError(f"box {i} {box.tolist()} is empty or not xyxy (need x2 > x1 and y2 > y1; "
                            "convert xywh with geometry.box_xywh_to_xyxy)")
+        if box[0] >= w or box[1] >= h or box[2] <= 0 or box[3] <= 0:
+            raise BoxError(f"box {i} {box.tolist()} lies entirely outside the {w}x{h} image; check that it is "
+                           "xyxy in this image's pixels")
+        if not clip:
+            continue
         try:
             c = geometry.clip_box(box, image_size)
         except BoxError as e:
@@ -325,8 +338,8 @@ def _as_boxes(boxes, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
         if c[2] <= c[0] or c[3] <= c[1]:
             raise BoxError(f"box {i} {box.tolist()} has no area inside the {w}x{h} image "
                            f"(clipped to {c.tolist()}); check that it is xyxy in this image's pixels")
-        clipped[i] = c
-    return b, clipped
+        used[i] = c
+    return b, used
 
 
 def preprocess_crops(image: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -366,13 +379,15 @@ class PosePredictor:
         device: None -> CUDA when available, else CPU.
         flip_test: average with the mirrored crop (spec 10); on by default as in the official evaluation.
         batch_size: crops per forward pass (a flip-tested batch runs 2 x batch_size crops at once).
-        precision: "fp32"; "bf16" (autocast; ~2x faster on recent CPUs, keypoints within a fraction of a pixel
-            of fp32 -- see docs/inference.md); "int8" (dynamic int8 quantisation of the Linear layers, CPU only,
-            on a private copy of the model).
+        precision: "auto" (default: bf16 autocast on CUDA -- fp16 on GPUs without bf16 -- and on CPUs with native
+            bf16, AVX512-BF16 / AMX; fp32 elsewhere, e.g. AVX2-only CPUs where bf16 is emulated and ~15x slower);
+            "fp32"; "bf16" / "fp16" (autocast; fp16 CUDA only); "int8" (dynamic int8 quantisation of the Linear
+            layers, CPU only, on a private copy of the model; moves trained keypoints, see docs/inference.md).
+            ``self.precision`` holds the resolved choice (see ``probpose.precision.resolve_precision``).
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None, flip_test: bool = True,
-                 batch_size: int = 8, precision: str = "fp32") -> None:
+                 batch_size: int = 8, precision: str = "auto") -> None:
         kind = getattr(model, "kind", None)
         if kind not in MODEL_KINDS:
             raise TypeError(f"PosePredictor needs a ProbPose or HeatmapPose model (or a ProbPose-DH DualProbPose), "
@@ -384,9 +399,8 @@ class PosePredictor:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        precision = resolve_precision(precision, self.device)  # "auto" -> what is fast on this device
         if precision == "int8":
-            if self.device.type != "cpu":
-                raise ValueError("int8 dynamic quantisation runs on the CPU only; use bf16 on CUDA")
             model = _quantize_int8(model)
         else:
             model = model.to(self.device)
@@ -415,16 +429,19 @@ class PosePredictor:
     # -------------------------------------------------------------------------------------------- network
 
     def set_image(self, image, boxes=None, box_source: str | Sequence[str] = "given", *,
-                  detector: str = "auto", box_scores=None) -> NetworkOutputs:
+                  detector: str = "auto", box_scores=None, clip_boxes: bool = False) -> NetworkOutputs:
         """Load the image, find or take person boxes, run the network once, cache and return the outputs.
 
         Args:
             image: anything ``probpose.image.load_image`` accepts (it is converted to (H,W,3) uint8 RGB).
             boxes: (N,4) xyxy image px, a list of ``detect.Detection``, or None to run ``detect_people``
-                with ``detector``. Boxes partly outside the image are clipped to it (as the official
-                pipeline clips GT boxes); a box with no area inside the image raises BoxError.
+                with ``detector``. Boxes are used as given, also where they stick out of the image (the
+                official ``inference_topdown`` builds the window from the raw box); a box that does not overlap
+                the image raises BoxError.
             box_source: label stored with given boxes (one string, or one per box).
             box_scores: (N,) optional detector scores for given boxes (default 1).
+            clip_boxes: clip the boxes to [0, w-1] x [0, h-1] first: what the official dataset does to
+                ground-truth boxes (evaluation); never for typed, clicked or detected boxes.
         Raises:
             ImageLoadError, BoxError. Nothing is cached unless everything succeeds.
         """
@@ -438,7 +455,7 @@ class PosePredictor:
             box_source = [d.source for d in boxes]
             box_scores = [d.score for d in boxes]
             boxes = np.stack([np.asarray(d.box, np.float64) for d in boxes])
-        given, clipped = _as_boxes(boxes, (w, h))
+        given, used = _as_boxes(boxes, (w, h), clip=clip_boxes)
         n = len(given)
         sources = [box_source] * n if isinstance(box_source, str) else [str(s) for s in box_source]
         if len(sources) != n:
@@ -449,14 +466,14 @@ class PosePredictor:
 
         t0 = time.perf_counter()
         if n:
-            centers, scales = geometry.box_to_window(clipped)
+            centers, scales = geometry.box_to_window(used)
         else:
             centers, scales = np.zeros((0, 2)), np.zeros((0, 2))
         crops = preprocess_crops(img, centers, scales)
         cfg = getattr(self.model, "config", None)
         dual = {}
         if self.kind == "probpose_dh":  # the merge rule's box masks, and the geometry the codec needs
-            masks = [dual_codec.bbox_mask(b, c, s, (w, h)) for b, c, s in zip(clipped, centers, scales, strict=True)]
+            masks = [dual_codec.bbox_mask(b, c, s, (w, h)) for b, c, s in zip(used, centers, scales, strict=True)]
             dual = {"bbox_masks": np.stack(masks) if masks else np.zeros((0, *INPUT_SIZE[::-1]), bool),
                     "in_padding": float(cfg.in_padding), "out_padding": float(cfg.out_padding),
                     "spread": float(cfg.spread), "map_normalization": str(cfg.normalize)}
@@ -465,7 +482,7 @@ class PosePredictor:
         t2 = time.perf_counter()
         norm = getattr(cfg, "normalize", 1.0)  # ProbPose: a float factor; ProbPose-DH: a mode name (its own field)
         self.outputs = NetworkOutputs(
-            **raw, **dual, centers=centers, scales=scales, boxes=clipped, boxes_given=given, box_sources=sources,
+            **raw, **dual, centers=centers, scales=scales, boxes=used, boxes_given=given, box_sources=sources,
             box_scores=scores, image_size=(w, h), kind=self.kind, flip_test=self.flip_test,
             temperature=float(getattr(self.model, "temperature", 1.0)),
             normalize=1.0 if isinstance(norm, str) else float(norm),
@@ -475,8 +492,9 @@ class PosePredictor:
         return self.outputs
 
     def _run(self, x: torch.Tensor):
-        if self.precision == "bf16":
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+        dtype = autocast_dtype(self.precision)
+        if dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=dtype):
                 return self.model(x)
         return self.model(x)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from probpose.boxes import parse_boxes
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD
-from probpose.errors import BoxError, ProbPoseError
+from probpose.errors import ProbPoseError
 
 __all__ = ["add_parser", "run", "parse_boxes"]
 
@@ -27,27 +28,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="how to find people when no boxes are given (default auto)")
     p.add_argument("--weights", default=None, help="checkpoint path / Hub id (default: embedded demo weights)")
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow a pickled .pth that needs more than the safe allow-list (only for files you trust)")
+                   help="allow a pickled .pth that needs globals the safe unpickler refuses (runs code from the "
+                        "file: only for files you trust; mmengine / mmcv checkpoints never need it)")
     p.add_argument("--decoder", default="expected_oks", choices=["expected_oks", "argmax"])
     p.add_argument("--threshold", type=float, default=DEFAULT_PRESENCE_THRESHOLD, help="presence threshold")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (2x faster)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                   help="network arithmetic (default auto: bf16 on CUDA and on CPUs with native bf16, "
+                        "AVX512-BF16 / AMX; fp32 elsewhere)")
     p.add_argument("--json", type=Path, help="write all results to this JSON file")
     p.add_argument("--viz", type=Path, help="drawing: a .png/.jpg file (one image) or a directory")
     p.set_defaults(func=run)
     return p
-
-
-def parse_boxes(text: str) -> np.ndarray:
-    """'x1,y1,x2,y2;...' -> (N, 4). Raises BoxError on anything else."""
-    rows = [r for r in text.replace(" ", "").split(";") if r]
-    try:
-        boxes = np.array([[float(v) for v in r.split(",")] for r in rows], np.float64)
-    except ValueError as e:
-        raise BoxError(f"--boxes must be numbers 'x1,y1,x2,y2;...', got {text!r}") from e
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise BoxError(f"--boxes needs 4 numbers per box (x1,y1,x2,y2), got {text!r}")
-    return boxes
 
 
 def _boxes_for(args, image_path: str, json_boxes):
@@ -97,7 +90,7 @@ def run(args) -> int:
         if args.boxes_json is not None:
             json_boxes = json.loads(Path(args.boxes_json).read_text())
         model = load_pretrained(args.weights, trusted=args.trust_checkpoint)
-        predictor = PosePredictor(model, device=args.device, flip_test=not args.no_flip)
+        predictor = PosePredictor(model, device=args.device, flip_test=not args.no_flip, precision=args.precision)
     except (ProbPoseError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

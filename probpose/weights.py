@@ -8,7 +8,6 @@ Hugging Face id "org/name" or "org/name/file.pth". See docs/weights.md.
 from __future__ import annotations
 
 import argparse
-import collections
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from probpose import safe_pickle
 from probpose.errors import CheckpointError
 from probpose.models import DualProbPoseConfig, HeatmapConfig, ProbPoseConfig, build_model, config_from_dict
 from probpose.models.dual import PROBPOSE_S_DH_CONFIG
@@ -71,42 +71,25 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # ----------------------------------------------------------------------------------------------- reading files
 
 
-def _numpy_safe_globals() -> list:
-    """Harmless globals an mmengine checkpoint's `meta` needs: numpy arrays, scalars and dtypes."""
-    mods = [m for m in (getattr(np, "_core", None), getattr(np, "core", None)) if m is not None]
-    multiarray = mods[0].multiarray
-    out: list = [np.ndarray, np.dtype, collections.OrderedDict]
-    for fn in ("_reconstruct", "scalar"):
-        f = getattr(multiarray, fn)
-        # Pickles written with numpy 1.x name numpy.core, numpy 2.x numpy._core: allow both spellings.
-        out += [(f, f"numpy.core.multiarray.{fn}"), (f, f"numpy._core.multiarray.{fn}")]
-    out += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "ObjectDType"]
-    return out
-
-
 def _trust_from_env() -> bool:
     return os.environ.get(ENV_TRUST, "").strip().lower() in ("1", "true", "yes")
 
 
 def _load_pickle(path: Path, trusted: bool) -> object:
-    if trusted:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # corrupt / truncated / not a torch file
-            raise CheckpointError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from e
+    """torch.load through `probpose.safe_pickle` (zip and legacy formats); never imports OpenMMLab packages."""
+    module = safe_pickle.TRUSTED if trusted else safe_pickle
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=module)
+    except CheckpointError as e:
+        if trusted:
+            raise CheckpointError(f"could not read checkpoint {path}: {e}") from e
+        raise CheckpointError(
+            f"checkpoint {path} was refused: {e}. Only if you trust its source, pass trusted=True, set "
+            f"{ENV_TRUST}=1 or use --trust-checkpoint (this runs code from the file; then convert it once with "
+            "`python -m probpose.weights convert`)."
+        ) from e
+    except Exception as e:  # corrupt / truncated / not a torch file
         msg = str(e)
-        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-        if m or "global" in msg.lower() and "allowlist" in msg.lower():
-            name = m.group(1) if m else "a non-allow-listed object"
-            raise CheckpointError(
-                f"checkpoint {path} needs {name} to unpickle, which the safe loader does not allow. Loading it "
-                f"runs code from the file: only if you trust its source, pass trusted=True, set {ENV_TRUST}=1 or "
-                "use --trust-checkpoint (then convert it once with `python -m probpose.weights convert`)."
-            ) from e
         raise CheckpointError(f"could not read checkpoint {path} (corrupt or not a PyTorch file): "
                               f"{type(e).__name__}: {msg.splitlines()[-1] if msg else ''}") from e
 
@@ -126,9 +109,11 @@ def load_state_dict_file(path: str | os.PathLike, *, trusted: bool = False) -> t
     """Read a checkpoint file -> (state dict with our key names, metadata).
 
     .safetensors: metadata holds "kind", "config" (dict) and extra keys saved by `save_safetensors`; tensors are
-    upcast to float32. .pth/.pt/.bin/.ckpt: torch.load(weights_only=True) with a numpy allow-list, unless
-    `trusted` (or env PROBPOSE_TRUST_CHECKPOINT=1); mmengine wrappers are unwrapped and keys mapped
-    (`convert_state_dict`). Raises CheckpointError for a missing, unreadable, corrupt or untrusted file.
+    upcast to float32. .pth/.pt/.bin/.ckpt (zip or legacy torch format, plain state dicts and mmengine / mmcv
+    checkpoints in published or full training form): torch.load through the restricted unpickler
+    `probpose.safe_pickle` (OpenMMLab objects become inert placeholders; no mmengine needed); `trusted` (or env
+    PROBPOSE_TRUST_CHECKPOINT=1) also imports other globals. mmengine wrappers are unwrapped and keys mapped
+    (`convert_state_dict`). Raises CheckpointError for a missing, unreadable, corrupt or refused file.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -341,9 +326,12 @@ def _hub_download(source: str, revision: str | None, cache_dir: str | os.PathLik
     if filename is None:
         raise CheckpointError(f"Hub repo {repo_id} has no default file; name one: '{repo_id}/<file>.pth'")
     revision = revision or os.environ.get(ENV_REVISION) or HUB_REVISION
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from probpose.hub import hf_cache_dir, hub_status
+
+    status = hub_status()  # HF_HUB_OFFLINE, a Space, or a probe of a few seconds: never minutes of retries
+    offline = not status.online
     kwargs = {"repo_id": repo_id, "filename": filename, "revision": revision,
-              "cache_dir": str(cache_dir) if cache_dir else None}
+              "cache_dir": str(cache_dir or hf_cache_dir())}
     err: Exception | None = None
     if not offline:
         try:
@@ -353,7 +341,7 @@ def _hub_download(source: str, revision: str | None, cache_dir: str | os.PathLik
     try:
         return Path(hf_hub_download(**kwargs, local_files_only=True))
     except Exception as e:
-        why = "offline (HF_HUB_OFFLINE=1)" if offline else f"the Hub is unreachable ({type(err).__name__})"
+        why = status.reason if offline else f"the download failed ({type(err).__name__})"
         raise CheckpointError(
             f"{repo_id}/{filename}@{revision} is not in the Hugging Face cache and {why}. On a connected machine "
             f"run `huggingface-cli download {repo_id} {filename}` (or download "
@@ -508,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("src", help="checkpoint file or Hub id (org/name[/file])")
     conv.add_argument("dst", help="output .safetensors path")
     conv.add_argument("--trust-checkpoint", action="store_true",
-                      help="unpickle with weights_only=False (only for files from a source you trust)")
+                      help="also import non-OpenMMLab globals when unpickling (runs code from the file: only for files "
+                           "from a source you trust; never needed for mmengine / mmcv checkpoints)")
     conv.add_argument("--kind", default="auto", choices=("auto", *MODEL_KINDS))
     conv.add_argument("--fp16", action="store_true", help="store float16 (half the size)")
     args = parser.parse_args(argv)

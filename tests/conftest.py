@@ -58,3 +58,56 @@ def tiny_heatmap():
 
     torch.manual_seed(0)
     return vitpose_test().eval()
+
+
+# ---------------------------------------------------------------------------------------------- official files
+
+
+def _hf_cache_put(cache: Path, repo_id: str, filename: str, write, repo_type: str = "model",
+                  revision: str = "3f1c0ffee0d5a1b2c3d4e5f60718293a4b5c6d7e") -> Path:
+    """Put one file into a Hugging Face cache laid out as huggingface_hub 2.x does: the content in
+    ``blobs/<etag>``, ``snapshots/<commit>/<file>`` a relative symlink to it, ``refs/main`` holding the commit."""
+    repo = cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    blob = repo / "blobs" / f"blob-{filename.replace('/', '-')}"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    write(blob)
+    snap = repo / "snapshots" / revision / filename
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    snap.symlink_to(os.path.relpath(blob, snap.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snap
+
+
+@pytest.fixture(scope="session")
+def official_files(tmp_path_factory):
+    """Stand-ins of the official files, built once per session (random weights, official names and layout):
+
+    - ``hf_cache``: a Hugging Face cache holding ``vrg-prague/ProbPose-s/ProbPose-s.pth``, an mmengine checkpoint
+      ``{"meta": {...numpy...}, "state_dict": probpose_s()}`` (float16 tensors to halve the I/O; the loader
+      upcasts);
+    - ``torch_home``: a torch hub folder holding mmpose's ViTPose-S file name with ``vitpose_s()`` weights in the
+      same wrapper.
+    Returns {"hf_cache": Path, "torch_home": Path, "probpose": Path, "vitpose": Path}.
+    """
+    import numpy as np
+    import torch
+
+    from probpose.hub import OFFICIAL_PROBPOSE_FILE, OFFICIAL_PROBPOSE_REPO, VITPOSE_S_FILE
+    from probpose.models import probpose_s, vitpose_s
+
+    root = tmp_path_factory.mktemp("official")
+    torch.manual_seed(0)
+    meta = {"epoch": 210, "iter": 0, "mmengine_version": "0.10.3", "seed": 0,
+            "dataset_meta": {"dataset_name": "coco", "num_keypoints": 17,
+                             "sigmas": np.full(17, 0.05, dtype=np.float32)}}
+
+    def ckpt(model):
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        return lambda path: torch.save({"meta": meta, "state_dict": sd}, path)
+
+    pp = _hf_cache_put(root / "hf" / "hub", OFFICIAL_PROBPOSE_REPO, OFFICIAL_PROBPOSE_FILE, ckpt(probpose_s()))
+    vit = root / "torch" / "hub" / "checkpoints" / VITPOSE_S_FILE
+    vit.parent.mkdir(parents=True)
+    ckpt(vitpose_s())(vit)
+    return {"hf_cache": root / "hf" / "hub", "torch_home": root / "torch", "probpose": pp, "vitpose": vit}

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from probpose.constants import NUM_KEYPOINTS
+from probpose.models.backbones import build_backbone
 from probpose.models.probpose import (
     PROBPOSE_S_CONFIG,
     PROBPOSE_T_CONFIG,
@@ -25,9 +26,10 @@ from probpose.models.probpose import (
     check_scalar_head_config,
     init_head_weights,
     make_deconv_layers,
+    run_deconv_layers,
     sparsemax,
 )
-from probpose.models.vit import HeadConfigMixin, VisionTransformer, ViTConfig
+from probpose.models.vit import HeadConfigMixin, ViTConfig
 
 __all__ = [
     "MAP_NORMALIZATIONS",
@@ -100,7 +102,7 @@ class DualProbPoseOutput:
     presence_logits: torch.Tensor  # (N,K)
     visibility: torch.Tensor  # (N,K) sigmoid
     oks: torch.Tensor  # (N,K) sigmoid, predicted OKS
-    error: torch.Tensor  # (N,K) ReLU, frozen by default
+    error: torch.Tensor | None = None  # (N,K) ReLU, frozen by default; None unless computed (see ProbPoseOutput)
 
 
 class DualProbPoseHead(ScalarBranchesMixin, nn.Module):
@@ -132,14 +134,14 @@ class DualProbPoseHead(ScalarBranchesMixin, nn.Module):
         n, k, h, w = logits.shape
         return sparsemax(logits.reshape(n, k, h * w) / temperature, dim=-1).clamp(0, 1).reshape(n, k, h, w)
 
-    def forward(self, feats: torch.Tensor, temperature: float) -> DualProbPoseOutput:
-        expert_logits = self.final_layer(self.conv_layers(self.deconv_layers(feats)))
+    def forward(self, feats: torch.Tensor, temperature: float, with_error: bool | None = None) -> DualProbPoseOutput:
+        expert_logits = self.final_layer(self.conv_layers(run_deconv_layers(self.deconv_layers, feats))).contiguous()
         deconv, conv, final, norm = self.second_head
-        wide_logits = final(conv(deconv(feats)))
+        wide_logits = final(conv(run_deconv_layers(deconv, feats))).contiguous()
         return DualProbPoseOutput(
             expert_maps=self._normalize(expert_logits, self.normalize_layer, temperature),
             wide_maps=self._normalize(wide_logits, norm, temperature),
-            expert_logits=expert_logits, wide_logits=wide_logits, **self._scalar_outputs(feats))
+            expert_logits=expert_logits, wide_logits=wide_logits, **self._scalar_outputs(feats, with_error))
 
 
 class DualProbPose(nn.Module):
@@ -153,12 +155,13 @@ class DualProbPose(nn.Module):
         self.config = config
         self.temperature = float(config.temperature)
         self.metadata: dict = {}
-        self.backbone = VisionTransformer(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         self.head = DualProbPoseHead(config)
 
-    def forward(self, x: torch.Tensor) -> DualProbPoseOutput:
+    def forward(self, x: torch.Tensor, with_error: bool | None = None) -> DualProbPoseOutput:
+        """with_error: compute the frozen error branch (None: in training mode only; `error` is None otherwise)."""
         check_input(x, self.config.backbone.img_size, type(self).__name__)
-        return self.head(self.backbone(x), self.temperature)
+        return self.head(self.backbone(x), self.temperature, with_error)
 
 
 def _dual_from(cfg) -> DualProbPoseConfig:

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from probpose.constants import NUM_KEYPOINTS
-from probpose.models.probpose import check_input, init_head_weights, make_deconv_layers
-from probpose.models.vit import HeadConfigMixin, VisionTransformer, ViTConfig
+from probpose.models.backbones import build_backbone
+from probpose.models.probpose import check_input, init_head_weights, make_deconv_layers, run_deconv_layers
+from probpose.models.vit import HeadConfigMixin, ViTConfig
 
 __all__ = [
     "HeatmapConfig",
@@ -58,7 +59,7 @@ class HeatmapHead(nn.Module):
         init_head_weights(self)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.final_layer(self.deconv_layers(feats))
+        return self.final_layer(run_deconv_layers(self.deconv_layers, feats)).contiguous()
 
 
 class HeatmapPose(nn.Module):
@@ -71,7 +72,7 @@ class HeatmapPose(nn.Module):
         config = config or HeatmapConfig()
         self.config = config
         self.metadata: dict = {}
-        self.backbone = VisionTransformer(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         self.head = HeatmapHead(config)
 
     def forward(self, x: torch.Tensor) -> HeatmapOutput:

@@ -6,14 +6,17 @@ State-dict keys equal the official mmpose ones (`backbone.*`, `head.deconv_layer
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from probpose.constants import NUM_KEYPOINTS
 from probpose.errors import ProbPoseError
-from probpose.models.vit import HeadConfigMixin, VisionTransformer, ViTConfig
+from probpose.models.backbones import build_backbone
+from probpose.models.vit import HeadConfigMixin, ViTConfig
 
 __all__ = [
     "ModelInputError",
@@ -25,6 +28,8 @@ __all__ = [
     "sparsemax",
     "make_deconv_layers",
     "make_scalar_branch",
+    "run_deconv_layers",
+    "inference_fast_path",
     "init_head_weights",
     "check_input",
     "check_scalar_head_config",
@@ -44,19 +49,48 @@ class ModelInputError(ProbPoseError, ValueError):
 # ----------------------------------------------------------------------------------------------- sparsemax
 
 
+# Largest values examined by the sorted pass of the threshold search; trained maps' supports are far smaller.
+_SPARSEMAX_TOP = 64
+
+
+def _sparsemax_threshold(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """Threshold tau (keepdim shape) with sum(max(z - tau, 0)) = 1 along `dim`.
+
+    Sorted pass over the top `_SPARSEMAX_TOP` values only: support size k* = max{k : 1 + k z_(k) > sum_{j<=k}
+    z_(j)} (the condition holds for a prefix of k), exact whenever k* is below that count -- always so for
+    trained, peaked maps, and much cheaper than sorting every pixel. Rows whose support may be larger (flat maps,
+    e.g. random weights) continue with Michelot's fixed point tau <- (sum_{z > tau} z - 1) / #{z > tau}, started
+    from a lower bound (every (sum_{j<=k} z_(j) - 1) / k is one); it rises monotonically to the exact tau in a
+    few steps.
+    """
+    n = z.shape[dim]
+    top = z.topk(min(n, _SPARSEMAX_TOP), dim=dim).values
+    m = top.shape[dim]
+    cum = top.cumsum(dim)
+    shape = [1] * z.ndim
+    shape[dim] = -1
+    k = torch.arange(1, m + 1, device=z.device, dtype=z.dtype).view(shape)
+    k_star = (1 + k * top > cum).sum(dim=dim, keepdim=True)
+    tau = (cum.gather(dim, k_star - 1) - 1) / k_star.to(z.dtype)
+    open_rows = k_star == m
+    if m == n or not bool(open_rows.any()):
+        return tau
+    tau = torch.where(open_rows, torch.maximum(tau, (z.sum(dim, keepdim=True) - 1) / n), tau)
+    for _ in range(n):
+        inside = z > tau
+        new = ((z * inside).sum(dim, keepdim=True) - 1) / inside.sum(dim, keepdim=True).to(z.dtype)
+        new = torch.where(open_rows, torch.maximum(new, tau), tau)
+        if torch.equal(new, tau):
+            break
+        tau = new
+    return tau
+
+
 class _Sparsemax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, dim: int) -> torch.Tensor:
-        z = z - z.amax(dim=dim, keepdim=True)  # shift-invariant; keeps the cumsum small
-        zs, _ = torch.sort(z, dim=dim, descending=True)
-        cum = zs.cumsum(dim)
-        shape = [1] * z.ndim
-        shape[dim] = -1
-        k = torch.arange(1, z.shape[dim] + 1, device=z.device, dtype=z.dtype).view(shape)
-        # support size k* = max{k : 1 + k z_(k) > sum_{j<=k} z_(j)}; the condition holds for a prefix of k.
-        k_star = (1 + k * zs > cum).sum(dim=dim, keepdim=True)
-        tau = (cum.gather(dim, k_star - 1) - 1) / k_star.to(z.dtype)
-        out = torch.clamp(z - tau, min=0)
+        z = z - z.amax(dim=dim, keepdim=True)  # shift-invariant; keeps the sums small
+        out = torch.clamp(z - _sparsemax_threshold(z, dim), min=0)
         ctx.save_for_backward(out)
         ctx.dim = dim
         return out
@@ -131,7 +165,9 @@ class ProbPoseOutput:
     presence_logits: torch.Tensor  # (N,K)
     visibility: torch.Tensor  # (N,K) sigmoid
     oks: torch.Tensor  # (N,K) sigmoid, predicted OKS
-    error: torch.Tensor  # (N,K) ReLU, frozen and untrained in the official model
+    # (N,K) ReLU, frozen and untrained in the official model: computed in training mode (its BN statistics update
+    # there, as in the official code) or when asked (`forward(x, with_error=True)`), else None.
+    error: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------- head pieces
@@ -192,6 +228,77 @@ def init_head_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+# ----------------------------------------------------------------------------------------------- inference fast path
+# In eval mode without autograd, BatchNorm is a fixed affine map, so each conv + BN pair folds into one conv, the
+# three (four) scalar branches run as one wide convolution and two grouped ones, and the deconvolutions run on
+# channels_last maps (oneDNN's faster layout on CPU). Same outputs up to float rounding (~1e-6); training mode and
+# autograd keep the plain module path. Folded weights are cached per module and rebuilt when any source tensor
+# changes (its storage or in-place version: load_state_dict, an optimiser step, .to(), BN statistics).
+
+
+def inference_fast_path(module: nn.Module) -> bool:
+    """True in eval mode with autograd off (torch.inference_mode / no_grad): BN uses its running statistics."""
+    return not module.training and not torch.is_grad_enabled()
+
+
+def _tensor_key(t: torch.Tensor) -> tuple:
+    try:
+        version = t._version
+    except RuntimeError:  # inference tensors carry no version counter (and cannot change in place outside it)
+        version = -1
+    return t.data_ptr(), version, t.dtype, t.device
+
+
+def cached_fold(owner: nn.Module, name: str, sources: Sequence[torch.Tensor], build: Callable[[], object]):
+    """`build()` (run without autograd, as normal tensors), cached on `owner` until a tensor in `sources` changes."""
+    key = tuple(_tensor_key(t) for t in sources)
+    hit = owner.__dict__.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with torch.inference_mode(False), torch.no_grad():
+        value = build()
+    owner.__dict__[name] = (key, value)  # one assignment: concurrent readers see a consistent (key, value)
+    return value
+
+
+def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d,
+            out_dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of conv -> eval-mode BN as one conv; `out_dim` is the output-channel dim of weight (1 for a
+    ConvTranspose2d)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = [1] * weight.ndim
+    shape[out_dim] = -1
+    b = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    return weight * scale.view(shape), (b - bn.running_mean) * scale + bn.bias
+
+
+def _cpu_layout(w: torch.Tensor) -> torch.Tensor:
+    """Conv weights in channels_last on the CPU, the layout oneDNN uses with channels_last maps (otherwise every
+    call re-orders them)."""
+    return w.contiguous(memory_format=torch.channels_last) if w.device.type == "cpu" and w.ndim == 4 else w
+
+
+def _module_tensors(modules: Sequence[nn.Module]) -> list[torch.Tensor]:
+    return [t for m in modules for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))
+            if t.is_floating_point()]
+
+
+def run_deconv_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`make_deconv_layers`' stack on (N,C,h,w) -> (N,c,h*2^n,w*2^n); BN-folded and channels_last on the fast
+    path (see `inference_fast_path`)."""
+    if not len(layers) or not inference_fast_path(layers):
+        return layers(x)
+    deconvs, bns = list(layers[0::3]), list(layers[1::3])
+    folded = cached_fold(layers, "_folded", _module_tensors(layers),
+                         lambda: [(_cpu_layout(w), b) for w, b in (fold_bn(d.weight, None, bn, out_dim=1)
+                                                                    for d, bn in zip(deconvs, bns, strict=True))])
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    for d, (w, b) in zip(deconvs, folded, strict=True):
+        x = F.conv_transpose2d(x, w, b, d.stride, d.padding, d.output_padding).relu_()
+    return x
+
+
 def check_input(x: torch.Tensor, img_size: tuple[int, int], name: str) -> None:
     """Raise ModelInputError unless x is (N, 3, h, w) with (h, w) = img_size."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
@@ -222,16 +329,50 @@ class ScalarBranchesMixin:
         for p in self.error_layers.parameters():
             p.requires_grad_(False)
 
-    def _scalar_outputs(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """presence, presence_logits, visibility, oks, error, each (N, K)."""
+    def _scalar_outputs(self, feats: torch.Tensor, with_error: bool | None = None) -> dict[str, torch.Tensor | None]:
+        """presence, presence_logits, visibility, oks, each (N, K), and error (N, K) or None.
+
+        with_error None: computed in training mode only (the official model never trained it; its BN statistics
+        still update there), skipped in eval mode.
+        """
+        if with_error is None:
+            with_error = self.training
+        names = ("probability_layers", "visibility_layers", "oks_layers") + (("error_layers",) if with_error else ())
+        branches = [getattr(self, n) for n in names]
         # Only the map branch trains the backbone (detach_probability / detach_visibility, OKS and error).
         detached = feats.detach()
-        presence_logits, presence = run_scalar_branch(self.probability_layers, detached)
-        _, visibility = run_scalar_branch(self.visibility_layers, detached)
-        _, oks = run_scalar_branch(self.oks_layers, detached)
-        _, error = run_scalar_branch(self.error_layers, detached)
+        if inference_fast_path(self):
+            outs = self._fused_scalar_branches(branches, detached)
+        else:
+            outs = [run_scalar_branch(b, detached) for b in branches]
+        (presence_logits, presence), (_, visibility), (_, oks) = outs[:3]
         return {"presence": presence, "presence_logits": presence_logits, "visibility": visibility, "oks": oks,
-                "error": error}
+                "error": outs[3][1] if with_error else None}
+
+    def _fused_scalar_branches(self, branches: list[nn.Sequential],
+                               feats: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`run_scalar_branch` of every branch at once: the first 3x3 convs (all reading `feats`) concatenated into
+        one conv, the later stages as grouped convs, BN folded in. Returns (pre-activation, activated) per branch."""
+        nb = len(branches)
+
+        def build():
+            stages = []
+            for i in (0, 4, 8):  # [Conv3x3, BN, MaxPool, ReLU] x 3, then the 1x1 conv at 12
+                ws, bs = zip(*(fold_bn(b[i].weight, b[i].bias, b[i + 1]) for b in branches), strict=True)
+                stages.append((_cpu_layout(torch.cat(ws)), torch.cat(bs)))
+            stages.append((_cpu_layout(torch.cat([b[12].weight for b in branches])),
+                           torch.cat([b[12].bias for b in branches])))
+            return stages
+
+        stages = cached_fold(self, f"_fused_scalars_{nb}", _module_tensors([m for b in branches for m in b]), build)
+        ref = branches[0]
+        y = feats
+        for s, i in enumerate((0, 4, 8)):
+            w, b = stages[s]
+            y = ref[i + 2](F.conv2d(y, w, b, padding=ref[i].padding, groups=1 if s == 0 else nb)).relu_()
+        w, b = stages[3]
+        pre = F.conv2d(y, w, b, groups=nb).flatten(1).chunk(nb, dim=1)  # nb x (N, K)
+        return [(p.contiguous(), branch[13](p)) for p, branch in zip(pre, branches, strict=True)]
 
 
 class ProbPoseHead(ScalarBranchesMixin, nn.Module):
@@ -255,10 +396,10 @@ class ProbPoseHead(ScalarBranchesMixin, nn.Module):
         p = sparsemax(logits.reshape(n, k, h * w) / temperature, dim=-1) * self.config.normalize
         return p.clamp(0, 1).reshape(n, k, h, w)
 
-    def forward(self, feats: torch.Tensor, temperature: float) -> ProbPoseOutput:
-        logits = self.final_layer(self.deconv_layers(feats))
+    def forward(self, feats: torch.Tensor, temperature: float, with_error: bool | None = None) -> ProbPoseOutput:
+        logits = self.final_layer(run_deconv_layers(self.deconv_layers, feats)).contiguous()
         probmaps = self.normalize_maps(logits, temperature)
-        return ProbPoseOutput(probmaps=probmaps, logits=logits, **self._scalar_outputs(feats))
+        return ProbPoseOutput(probmaps=probmaps, logits=logits, **self._scalar_outputs(feats, with_error))
 
 
 class ProbPose(nn.Module):
@@ -272,12 +413,13 @@ class ProbPose(nn.Module):
         self.config = config
         self.temperature = float(config.temperature)  # may be changed after calibration
         self.metadata: dict = {}
-        self.backbone = VisionTransformer(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         self.head = ProbPoseHead(config)
 
-    def forward(self, x: torch.Tensor) -> ProbPoseOutput:
+    def forward(self, x: torch.Tensor, with_error: bool | None = None) -> ProbPoseOutput:
+        """with_error: compute the frozen error branch (None: in training mode only; `error` is None otherwise)."""
         check_input(x, self.config.backbone.img_size, type(self).__name__)
-        return self.head(self.backbone(x), self.temperature)
+        return self.head(self.backbone(x), self.temperature, with_error)
 
 
 # ----------------------------------------------------------------------------------------------- factories

@@ -60,8 +60,9 @@ def test_bad_items_are_skipped_and_counted():
     assert cs.anns_by_image[1][3]["area"] == pytest.approx(30 * 40 * 0.53)
     assert cs.anns_by_image[1][4]["keypoints"][:3] == [0.0, 0.0, 0]  # the NaN keypoint became unlabelled
     assert all(msg for msg in cs.issues)
-    # people run: not the crowd, not the zero-area box; the unlabelled person is run (matches an ignored GT)
-    assert [p.ann_id for p in people_to_run(cs)] == [10, 16, 17]
+    # people run (the official runner's selection): not the crowd, not the zero-area box, not the person with
+    # num_keypoints == 0 (id 16)
+    assert [p.ann_id for p in people_to_run(cs)] == [10, 17]
     assert cs.num_people == 3  # 10, 11 (zero-area but labelled), 17
 
 

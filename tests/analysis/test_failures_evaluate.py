@@ -61,16 +61,26 @@ def test_runner_report_and_sweep_with_tiny_models(small_val, tiny_probpose, tiny
     from analysis.report import write_report
 
     img, cs = small_val
+    from analysis.evaluate import evaluated_subset
+    from analysis.exoks import evaluate_keypoints
+
     run = run_model(tiny_probpose, img, cs, keep_map_samples=True, progress=False, batch_size=16)
-    n_people = sum(1 for a in cs.annotations if not a["iscrowd"] and a["bbox"][2] > 0 and a["bbox"][3] > 0)
+    # the official runner's people: no crowd, no num_keypoints == 0 (these boxes all lie inside the image)
+    n_people = sum(1 for a in cs.annotations if not a["iscrowd"] and a["num_keypoints"] > 0)
     assert len(run.results) == n_people == len(run.records)
     r0 = run.results[0]
     assert len(r0["keypoints"]) == 3 * K and 0 <= min(r0["keypoints"][2::3]) <= max(r0["keypoints"][2::3]) <= 1
     assert np.isfinite(run.records.presence_logit).all() and len(run.map_samples) > 0
     m = evaluate_run(run, cs)
-    for k, v in m["coco"].items():  # the native evaluator agrees with pycocotools on model output
-        assert m["coco_native"][k] == pytest.approx(v, abs=1e-12)
-    assert m["coco"] == pycocotools_keypoint_ap(cs.dataset, run.results)
+    evaluated, keep = evaluated_subset(run)  # after OKS-NMS 0.9
+    assert m["nms"] == {"threshold": 0.9, "before": len(run.results), "after": len(evaluated)}
+    assert m["coco"] == evaluate_keypoints(cs.dataset, evaluated).stats  # official rules: the primary mAP
+    assert m["coco_pycocotools"] == pycocotools_keypoint_ap(cs.dataset, evaluated)
+    assert m["rules"].startswith("official") and -1 <= m["oracle_threshold"] <= 1
+    from analysis.presence import oracle_threshold_from_results
+
+    # the oracle from the records equals the one from the results file alone (presences written unrounded)
+    assert oracle_threshold_from_results(cs.dataset, evaluated) == m["oracle_threshold"]
     assert len(m["sweep"]["thresholds"]) == 21 and "maps" in m["calibration"]
     paths = write_report(tmp_path / "rep", m, run, cs, png_engine="pil")
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -139,7 +149,12 @@ def test_cli_evaluate_and_compare(small_val, tiny_probpose, tiny_heatmap, tmp_pa
     assert rc == 0
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert table.index("Heatmap baseline (ours)") < table.index("ProbPose (ours)") < table.index("ProbPose-DH (ours)")
-    assert "ProbPose-s (paper) | 76.6 | 81.7 | 73.9" in table
+    assert "ProbPose-s (paper) | 76.6 | 81.7 | - | 73.9" in table
+    assert "| CropCOCO mAP (pycocotools) |" in table and "official ProbPose evaluator's rules" in table
+    # no long silent phase: every model / set shows its run, metrics and report progress (tqdm on stderr)
+    err = capsys.readouterr().err
+    for bar in ("evaluate probpose", "metrics probpose", "metrics heatmap", "report cropcoco"):
+        assert bar in err, bar
     assert main(["evaluate", "--data", str(img), "--ann", str(tmp_path / "missing.json"), "--out",
                  str(tmp_path / "x"), "--weights", str(wp)]) == 2
     assert "not found" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Person detection: whole image, HOG on a real COCO photo, auto fallback, RT-DETR errors without transformers."""
+"""Person detection: whole image, HOG on a real COCO photo, auto choice (RT-DETR online / cached, HOG offline),
+the explicit whole-image fallback, RT-DETR errors without transformers."""
 
 from __future__ import annotations
 
@@ -65,15 +66,72 @@ def test_hog_finds_the_standing_person(hog_case, monkeypatch):
     assert len(detect_people(image, "hog", max_people=1)) == 1
 
 
-def test_auto_falls_back_to_whole_image_without_people(monkeypatch):
+def test_auto_says_nobody_and_uses_the_whole_image_only_when_asked(monkeypatch):
     monkeypatch.setattr(detect, "_transformers_importable", lambda: False)
     flat = np.full((300, 200, 3), 128, np.uint8)
     assert detect_people(flat, "hog") == []
-    (d,) = detect_people(flat, "auto")
-    assert d.source == "whole"
+    assert detect_people(flat, "auto") == []  # "no person found" is an empty answer, not a silent whole box
+    (d,) = detect_people(flat, "auto", whole_if_none=True)
+    assert d.source == detect.WHOLE_FALLBACK == "whole (no person found)"
+    np.testing.assert_array_equal(d.box, [0, 0, 199, 299])
     tiny = np.zeros((40, 30, 3), np.uint8)  # smaller than one HOG window
     assert detect_people(tiny, "hog") == []
-    assert detect_people(tiny, "auto")[0].source == "whole"
+    assert detect_people(tiny, "hog", whole_if_none=True)[0].source == detect.WHOLE_FALLBACK
+
+
+def test_auto_detector_is_rtdetr_online_and_hog_offline(monkeypatch, tmp_path):
+    from probpose import hub
+
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PROBPOSE_ONLINE", "SPACE_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(detect, "_transformers_importable", lambda: True)
+    hub.reset()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    method, why = detect.auto_detector()
+    assert method == "hog" and "offline" in why and "HF_HUB_OFFLINE" in why
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("SPACE_ID", "org/space")  # a Space is online: RT-DETR is downloaded once
+    method, why = detect.auto_detector()
+    assert method == "rtdetr" and "downloaded once" in why
+    monkeypatch.setattr(detect, "_transformers_importable", lambda: False)
+    assert detect.auto_detector()[0] == "hog"
+    hub.reset()
+
+
+@pytest.mark.slow
+def test_auto_uses_rtdetr_from_the_hf_cache(monkeypatch, tmp_path, hog_case):
+    """A tiny random RT-DETR saved by transformers into a fake HF cache under the default model id: auto picks it
+    offline, and its boxes carry the rtdetr source (random weights: min_score 0 keeps every query)."""
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessor
+
+    from probpose import hub
+
+    snap = tmp_path / "hub" / f"models--{detect.RTDETR_MODEL_ID.replace('/', '--')}" / "snapshots" / "abc123"
+    cfg = RTDetrConfig(
+        num_labels=2, id2label={0: "person", 1: "bicycle"}, label2id={"person": 0, "bicycle": 1}, d_model=32,
+        encoder_hidden_dim=32, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_layers=1, decoder_layers=1,
+        num_queries=10, encoder_attention_heads=2, decoder_attention_heads=2, use_pretrained_backbone=False,
+        backbone_config={"model_type": "rt_detr_resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 32, 64],
+                         "depths": [1, 1, 1, 1], "out_features": ["stage2", "stage3", "stage4"]},
+        encoder_in_channels=[16, 32, 64], decoder_in_channels=[32, 32, 32], num_denoising=0)
+    RTDetrForObjectDetection(cfg).save_pretrained(snap)
+    RTDetrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(snap)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.reset()
+    detect._load_rtdetr.cache_clear()
+    try:
+        assert detect.rtdetr_available()
+        assert detect.auto_detector()[0] == "rtdetr"
+        image, _ = hog_case
+        dets = detect_people(image, "auto", min_score=0.0, max_people=5)
+        assert dets and all(d.source == f"rtdetr:{detect.RTDETR_MODEL_ID}" for d in dets)
+    finally:
+        detect._load_rtdetr.cache_clear()
+        hub.reset()
 
 
 def test_rtdetr_without_transformers_is_a_clear_error(monkeypatch):

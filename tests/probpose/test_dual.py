@@ -146,7 +146,7 @@ def test_outputs_shapes_and_normalisations():
         torch.manual_seed(0)
         m = probpose_test_dh(normalize=norm).eval()
         with torch.no_grad():
-            out = m(x)
+            out = m(x, with_error=True)
         for name in ("expert_maps", "wide_maps", "expert_logits", "wide_logits"):
             assert getattr(out, name).shape == (2, 17, 64, 48)
         for name in ("presence", "presence_logits", "visibility", "oks", "error"):

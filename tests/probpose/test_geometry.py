@@ -132,3 +132,15 @@ def test_boxes_clip_convert_and_flip():
     pts = np.array([[0.0, 5.0], [99.0, 7.0], [30.5, 1.0]])
     np.testing.assert_allclose(geometry.flip_points_horizontal(pts, 100), [[99, 5], [0, 7], [68.5, 1]])
     np.testing.assert_allclose(geometry.flip_points_horizontal(geometry.flip_points_horizontal(pts, 100), 100), pts)
+
+
+def test_clip_box_official_is_parse_data_info():
+    # mmpose parse_data_info: x1 = clip(x, 0, w-1), y1 = clip(y, 0, h-1), x2 = clip(x+w, 0, w-1), y2 = clip(y+h, ...)
+    boxes = np.array([[-5.0, 10.0, 705.0, 460.0], [100.0, 50.0, 20.5, 30.25], [700.0, 10.0, 30.0, 20.0]])
+    out = geometry.clip_box_official(boxes, (640, 480))
+    np.testing.assert_allclose(out, [[0, 10, 639, 470], [100, 50, 120.5, 80.25], [639, 10, 639, 30]])
+    # same as clipping the xyxy box, for boxes overlapping the image; an outside one comes back zero-width
+    np.testing.assert_allclose(out[:2], geometry.clip_box(geometry.box_xywh_to_xyxy(boxes[:2]), (640, 480)))
+    assert out[2, 2] - out[2, 0] == 0
+    with pytest.raises(BoxError, match="4 values"):
+        geometry.clip_box_official([1, 2, 3], (640, 480))

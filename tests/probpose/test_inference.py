@@ -60,7 +60,7 @@ def test_pipeline_on_real_images_with_gt_boxes(val_cases, tiny_probpose):
     predictor = PosePredictor(tiny_probpose, device="cpu", batch_size=4)
     for image, boxes in val_cases:
         h, w = image.shape[:2]
-        out = predictor.set_image(image, boxes)
+        out = predictor.set_image(image, boxes, clip_boxes=True)  # GT boxes: the official dataset clips them
         n = len(boxes)
         assert out.probmaps.shape == (n, 17, 64, 48) and out.presence.shape == (n, 17)
         assert out.logits.shape == out.logits_flipped.shape == (n, 17, 64, 48)
@@ -103,7 +103,7 @@ def test_redecoding_does_not_run_the_network(val_cases, tiny_probpose):
 def test_flip_test_is_the_mean_of_two_manual_passes(val_cases, tiny_probpose):
     image, boxes = val_cases[0]
     predictor = PosePredictor(tiny_probpose, device="cpu")
-    out = predictor.set_image(image, boxes[:2])
+    out = predictor.set_image(image, boxes[:2], clip_boxes=True)
     crops = []
     for box in boxes[:2]:
         c, s = geometry.box_to_window(geometry.clip_box(box, image.shape[1::-1]))
@@ -126,7 +126,7 @@ def test_flip_test_is_the_mean_of_two_manual_passes(val_cases, tiny_probpose):
     expected = (_sparsemax_np(z.astype(np.float64)) + _sparsemax_np(zf.astype(np.float64))) / 2
     np.testing.assert_allclose(maps[1, 5].ravel(), expected, atol=1e-5)
     # Without flip test the maps are the plain pass.
-    single = PosePredictor(tiny_probpose, device="cpu", flip_test=False).set_image(image, boxes[:2])
+    single = PosePredictor(tiny_probpose, device="cpu", flip_test=False).set_image(image, boxes[:2], clip_boxes=True)
     np.testing.assert_allclose(single.probmaps, plain.probmaps.numpy(), atol=1e-6)
     assert single.logits_flipped is None
 
@@ -136,8 +136,9 @@ def test_box_partly_outside_the_image(tiny_probpose):
     predictor = PosePredictor(tiny_probpose, device="cpu")
     predictor.set_image(image, [[-60.0, 10.0, 40.0, 110.0]])
     person = predictor.predict().people[0]
-    np.testing.assert_allclose(person.box, [0, 10, 40, 110])  # clipped as the official pipeline does
-    assert person.window[0] < 0  # the window extends past the image
+    np.testing.assert_allclose(person.box, [-60, 10, 40, 110])  # used as given, as inference_topdown does
+    np.testing.assert_allclose(person.center, [-10, 60])
+    assert person.window[0] < -60  # the window extends past the image
     left = person.keypoints[:, 0] < 0
     np.testing.assert_array_equal(person.in_image[left], False)
     # Force a keypoint outside: a map with all its mass at the window's left column.
@@ -145,6 +146,51 @@ def test_box_partly_outside_the_image(tiny_probpose):
     predictor.outputs.probmaps[0, 3, 30, 0] = 1
     moved = predictor.predict().people[0]
     assert moved.keypoints[3, 0] == pytest.approx(person.window[0]) and not moved.in_image[3]
+
+
+def _official_window(box_xyxy) -> tuple[np.ndarray, np.ndarray]:
+    """mmpose by hand: bbox_xyxy2cs(padding=1.25), then TopdownAffine's fix to w / h = 192 / 256."""
+    x1, y1, x2, y2 = box_xyxy
+    center = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    w, h = (x2 - x1) * 1.25, (y2 - y1) * 1.25
+    w, h = (w, w / 0.75) if w > h * 0.75 else (h * 0.75, h)
+    return center, np.array([w, h])
+
+
+# Boxes sticking out of a 100x120 image on each side, and one touching the right/bottom border (x2 = w, y2 = h).
+OUTSIDE_BOXES = {"left": [-30.0, 20.0, 50.0, 100.0], "top": [10.0, -40.0, 80.0, 90.0],
+                 "right": [30.0, 20.0, 140.0, 100.0], "bottom": [10.0, 30.0, 80.0, 170.0],
+                 "border": [10.0, 10.0, 100.0, 120.0]}
+
+
+@pytest.mark.parametrize("side", list(OUTSIDE_BOXES))
+def test_boxes_sticking_out_use_the_raw_box_like_inference_topdown(tiny_probpose, side):
+    box = np.array(OUTSIDE_BOXES[side])
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    predictor = PosePredictor(tiny_probpose, device="cpu", flip_test=False)
+    out = predictor.set_image(image, [box], box_source="typed")
+    c, s = _official_window(box)
+    np.testing.assert_allclose(out.centers[0], c, atol=1e-9)
+    np.testing.assert_allclose(out.scales[0], s, atol=1e-9)
+    np.testing.assert_array_equal(out.boxes[0], box)
+    # Keypoints: the official pipeline run by hand on that window (UDP warp, normalise, forward, decode, back).
+    crop = geometry.warp_image(image, geometry.udp_warp_matrix(c, s))
+    x = torch.from_numpy((crop[None].astype(np.float32) - PIXEL_MEAN) / PIXEL_STD).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        maps = tiny_probpose(x.contiguous()).probmaps.numpy()
+    from probpose import codec
+
+    expected = geometry.input_to_image(codec.decode_expected_oks(maps).keypoints[0], c, s)
+    np.testing.assert_allclose(predictor.predict().people[0].keypoints, expected, atol=1e-3)
+    # GT evaluation clips instead (the official dataset rule), which moves this window.
+    clipped = predictor.set_image(image, [box], clip_boxes=True)
+    official_gt = geometry.clip_box_official(geometry.box_xyxy_to_xywh(box), (100, 120))
+    np.testing.assert_allclose(clipped.boxes[0], official_gt)
+    cc, sc = _official_window(official_gt)
+    np.testing.assert_allclose(clipped.centers[0], cc, atol=1e-9)
+    np.testing.assert_allclose(clipped.scales[0], sc, atol=1e-9)
+    assert not np.allclose(np.r_[cc, sc], np.r_[c, s])
 
 
 @pytest.mark.parametrize("box,match", [

@@ -113,7 +113,7 @@ def test_sparsemax_half_input_is_computed_in_float32():
 def test_test_model_outputs_shapes_and_ranges(crops):
     m = _sharp_test_model()
     with torch.no_grad():
-        out = m(crops)
+        out = m(crops, with_error=True)
     n, k = 2, 17
     assert out.probmaps.shape == out.logits.shape == (n, k, 64, 48)
     for t in (out.presence, out.presence_logits, out.visibility, out.oks, out.error):
@@ -320,3 +320,78 @@ def test_heatmap_output_has_no_activation(crops):
         out = m(crops)
     # raw conv output: no sigmoid / ReLU clips the negative bias away
     assert (out.heatmaps < -2.5).all()
+
+
+# ----------------------------------------------------------------------------------------------- inference fast path
+
+
+def _sort_sparsemax(z: torch.Tensor) -> torch.Tensor:
+    """Reference: the textbook full-sort sparsemax along the last dim."""
+    z = z - z.amax(-1, keepdim=True)
+    zs = z.sort(-1, descending=True).values
+    cum = zs.cumsum(-1)
+    k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    k_star = (1 + k * zs > cum).sum(-1, keepdim=True)
+    tau = (cum.gather(-1, k_star - 1) - 1) / k_star.to(z.dtype)
+    return (z - tau).clamp(min=0)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 0.01, 0.3, 3.0, 30.0])
+def test_sparsemax_equals_full_sort_for_flat_and_peaked_maps(scale):
+    # Flat rows (support beyond the top-64 pass, as with random weights) and peaked rows (trained maps).
+    z = torch.randn(3, 17, 3072, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * scale
+    p = sparsemax(z)
+    torch.testing.assert_close(p, _sort_sparsemax(z), atol=1e-12, rtol=0)
+    torch.testing.assert_close(p.sum(-1), torch.ones(3, 17, dtype=torch.float64))
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and conv weights, so that folding BN into the convs is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("factory", ["probpose_test", "probpose_test_dh", "vitpose_test"])
+def test_fast_inference_path_equals_module_path(factory, crops):
+    import probpose.models as models
+
+    model = _randomise(getattr(models, factory)())
+    kw = {} if factory == "vitpose_test" else {"with_error": True}
+    slow = model(crops, **kw)  # eval with autograd on: the plain module path (unfused, BN as modules)
+    with torch.inference_mode():
+        fast = model(crops, **kw)  # BN folded, fused scalar branches, channels_last deconvolutions
+    for name, ref in vars(slow).items():
+        torch.testing.assert_close(getattr(fast, name), ref.detach(), atol=1e-5, rtol=1e-5, msg=name)
+        assert getattr(fast, name).is_contiguous(), name
+
+
+def test_error_branch_only_when_asked(crops):
+    m = _randomise(probpose_test())
+    with torch.inference_mode():
+        plain, asked = m(crops), m(crops, with_error=True)
+    assert plain.error is None and asked.error.shape == (2, 17)
+    torch.testing.assert_close(plain.presence, asked.presence, atol=1e-6, rtol=0)
+    m.train()
+    assert m(crops).error.shape == (2, 17)  # training mode: computed (its BN statistics update, as official)
+
+
+def test_folded_weights_follow_weight_changes(crops):
+    m = _randomise(probpose_test())
+    with torch.inference_mode():
+        before = m(crops)
+    m.load_state_dict(_randomise(probpose_test(), seed=1).state_dict())
+    slow = m(crops)
+    with torch.inference_mode():
+        after = m(crops)
+    assert not torch.allclose(after.logits, before.logits)
+    torch.testing.assert_close(after.logits, slow.logits.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after.oks, slow.oks.detach(), atol=1e-5, rtol=1e-5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from probpose.predict_cli import parse_boxes
+from probpose.boxes import parse_boxes
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_predict_bad_arguments_exit_2(tmp_path, tiny_weights, capsys):
     img = tmp_path / "a.png"
     Image.new("RGB", (64, 64)).save(img)
     assert _main(["predict", str(img), "--weights", str(tiny_weights), "--boxes", "1,2,3"]) == 2
-    assert "4 numbers" in capsys.readouterr().err
+    assert "four finite numbers" in capsys.readouterr().err
     assert _main(["predict", str(img), "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "error:" in capsys.readouterr().err
     # A box entirely outside this image: the image fails with a BoxError message, exit 2.

@@ -1,4 +1,5 @@
-"""Checkpoint I/O: mmengine pickles under weights_only, trust policy, strict loading, safetensors, the Hub cache."""
+"""Checkpoint I/O: mmengine pickles through the safe unpickler, trust policy, strict loading, safetensors, the Hub
+cache. (The unpickler itself: test_safe_pickle.py.)"""
 
 from __future__ import annotations
 
@@ -75,12 +76,12 @@ def _sharp(model):
 # ----------------------------------------------------------------------------------------------- official layout
 
 
-def test_official_mmengine_checkpoint_loads_strictly_with_weights_only(tmp_path, spec_keys):
+def test_official_mmengine_checkpoint_loads_strictly_with_the_safe_unpickler(tmp_path, spec_keys):
     sd = _random_state_dict(spec_keys)
     sd["data_preprocessor.mean"] = torch.zeros(3, 1, 1)  # present in some mmpose checkpoints; ignored
     path = tmp_path / "ProbPose-s.pth"
     torch.save({"meta": _mmengine_meta(), "state_dict": sd, "optimizer": {"state": {}}}, path)
-    # The raw file is refused by a plain weights_only load: our allow-list is what makes it loadable.
+    # The raw file is refused by a plain weights_only load: our unpickler is what makes it loadable.
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
     model = load_pretrained(path)

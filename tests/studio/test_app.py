@@ -3,9 +3,7 @@ concurrent clients. Tiny random-init checkpoints stand in for the models (the wi
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,44 +14,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = {"predict", "explore", "redraw", "compare", "compare_redraw", "cropcoco_table", "cropcoco_case",
           "cropcoco_recompute", "calibration_recompute", "sweep_preview", "sweep_recompute", "analysis"}
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, coco_val):
-    import torch
-
-    from probpose.models import probpose_test, vitpose_test
-    from probpose.weights import save_safetensors
-
-    tmp = tmp_path_factory.mktemp("app")
-    torch.manual_seed(0)
-    env = {
-        "PROBPOSE_WEIGHTS": str(save_safetensors(probpose_test().eval(), tmp / "pp.safetensors")),
-        "PROBPOSE_BASELINE_WEIGHTS": str(save_safetensors(vitpose_test().eval(), tmp / "hm.safetensors")),
-        "GRADIO_EXAMPLES_CACHE": str(tmp / "examples_cache"),
-        "PROBPOSE_PRECOMPUTED": str(tmp / "precomputed"),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    spec = importlib.util.spec_from_file_location("probpose_app_under_test", ROOT / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
-    app.H.PRECOMPUTED_DIR = Path(env["PROBPOSE_PRECOMPUTED"])  # read at import of the handlers module
-    app.H.RECOMPUTE_PEOPLE = 3  # the Recompute endpoints really run the analysis: keep it to a few people
-    app.H.clear_model_cache()
-    _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
-                                allowed_paths=app.H.allowed_paths())
-    try:
-        yield app, url, tmp
-    finally:
-        app.demo.close()
-        app.H.clear_model_cache()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +47,21 @@ def test_every_public_endpoint(served, photo):
 
     torch.manual_seed(0)
     dh = save_safetensors(probpose_test_dh().eval(), served[2] / "dh.safetensors")
-    data, drawing = client.predict(handle_file(photo), "100,50,300,400", app.H.MODEL_CUSTOM, str(dh),
+    data, drawing = client.predict(handle_file(photo), "100,50,300,400", app.models.MODEL_CUSTOM, str(dh),
                                    api_name="/predict")
     assert data["model"]["kind"] == "probpose_dh" and set(data["people"][0]["source"]) <= {0, 1}
     assert len(data["people"][0]["wide_window"]) == 4 and Path(drawing).is_file()
 
-    out = client.predict(handle_file(photo), box_mode=app.H.BOX_WHOLE, keypoint="left_wrist", api_name="/explore")
+    out = client.predict(handle_file(photo), box_mode=app.inputs.BOX_WHOLE, keypoint="left_wrist", api_name="/explore")
     drawing, data, bars, kp, status, path = out
     assert "1 person" in status and json.loads(Path(path).read_text())["people"] == data["people"]
     assert bars["type"] == "plotly" and kp["type"] == "plotly"
     # the session lives in the client's gr.State: redraw re-decodes it
-    out = client.predict(threshold=1.0, decoder=app.H.DECODER_ARGMAX, api_name="/redraw")
+    out = client.predict(threshold=1.0, decoder=app.state.DECODER_ARGMAX, api_name="/redraw")
     assert out[1]["settings"] == {"decoder": "argmax", "presence_threshold": 1.0, "calibrated_temperature": None}
     assert out[1]["people"][0]["present"] == [p >= 1.0 for p in out[1]["people"][0]["presence"]]
 
-    out = client.predict(handle_file(photo), box_mode=app.H.BOX_WHOLE, api_name="/compare")
+    out = client.predict(handle_file(photo), box_mode=app.inputs.BOX_WHOLE, api_name="/compare")
     assert out[0] is not None and out[1] is not None and len(out[4]["data"]) == 17, out[-1]
     out = client.predict("right_ankle", 0.5, 0, api_name="/compare_redraw")
     assert "baseline" in out[-1]
@@ -131,7 +91,7 @@ def test_bad_upload_and_bad_checkpoint_keep_serving(served, photo):
     assert "broken.png" in data["error"] and drawing is None
     not_ckpt = tmp / "model.safetensors"
     not_ckpt.write_bytes(b"nope")
-    from studio.app_handlers import MODEL_CUSTOM
+    from studio.models import MODEL_CUSTOM
 
     data, drawing = client.predict(handle_file(photo), model_choice=MODEL_CUSTOM, model_path=str(not_ckpt),
                                    api_name="/predict")

@@ -10,8 +10,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio import app_handlers as H
+import studio
 from probpose.constants import KEYPOINT_NAMES
+from studio import (
+    calibration,
+    compare,
+    cropcoco,
+    examples,
+    explore,
+    figures,
+    inputs,
+    models,
+    settings,
+    state,
+    sweep,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +45,11 @@ def tiny_weights(tmp_path_factory):
 def app_env(tiny_weights, monkeypatch, tmp_path):
     pp, hm = tiny_weights
     monkeypatch.setenv("PROBPOSE_WEIGHTS", str(pp))
-    monkeypatch.setenv(H.ENV_BASELINE, str(hm))
-    monkeypatch.setattr(H, "PRECOMPUTED_DIR", tmp_path / "precomputed")
-    H.clear_model_cache()
+    monkeypatch.setenv(models.ENV_BASELINE, str(hm))
+    monkeypatch.setattr(settings, "PRECOMPUTED_DIR", tmp_path / "precomputed")
+    models.clear_model_cache()
     yield
-    H.clear_model_cache()
+    models.clear_model_cache()
 
 
 @pytest.fixture(scope="module")
@@ -44,53 +57,53 @@ def photo(coco_val) -> str:
     return str(coco_val[0] / "000000000885.jpg")
 
 
-def _count_forwards(spec: H.ModelSpec) -> list[int]:
+def _count_forwards(spec: models.ModelSpec) -> list[int]:
     calls = [0]
-    H.get_model(spec).register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    models.get_model(spec).register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
     return calls
 
 
 def test_explore_redraw_reuses_cached_network_outputs(app_env, photo):
-    calls = _count_forwards(H.model_spec(H.MODEL_EMBEDDED))
-    session, drawing, data, bars, kp, status, path = H.explore_run(photo, H.BOX_WHOLE)
-    assert calls[0] > 0 and isinstance(session, H.ExploreSession)
+    calls = _count_forwards(models.model_spec(models.MODEL_EMBEDDED))
+    session, drawing, data, bars, kp, status, path = explore.explore_run(photo, inputs.BOX_WHOLE)
+    assert calls[0] > 0 and isinstance(session, state.ExploreSession)
     ran = calls[0]
     assert drawing.ndim == 3 and drawing.shape[0] >= 427 and drawing.shape[1] >= 640  # padded canvas >= image
     assert len(data["people"]) == 1 and len(data["people"][0]["keypoints"]) == 17
     assert json.loads(Path(path).read_text())["people"] == data["people"]
     assert "1 person" in status
-    for decoder in H.DECODER_CHOICES:
+    for decoder in state.DECODER_CHOICES:
         for thr in (0.0, 0.5, 1.0):
-            out = H.explore_redraw(session, decoder, thr, 0.5, "left_wrist", 0, True)
+            out = explore.explore_redraw(session, decoder, thr, 0.5, "left_wrist", 0, True)
             present = out[1]["people"][0]["present"]
             presence = out[1]["people"][0]["presence"]
             assert present == [p >= thr for p in presence]
-            assert out[1]["settings"]["decoder"] == H._DECODER_KEYS[decoder]
+            assert out[1]["settings"]["decoder"] == state.DECODER_KEYS[decoder]
     assert calls[0] == ran, "sliders / decoder / keypoint must re-decode without the network"
     # the two decoders give different keypoints for a random model's spread-out maps
-    a = H.explore_redraw(session, H.DECODER_EOKS)[1]["people"][0]["keypoints"]
-    b = H.explore_redraw(session, H.DECODER_ARGMAX)[1]["people"][0]["keypoints"]
+    a = explore.explore_redraw(session, state.DECODER_EOKS)[1]["people"][0]["keypoints"]
+    b = explore.explore_redraw(session, state.DECODER_ARGMAX)[1]["people"][0]["keypoints"]
     assert a != b
 
 
 def test_keypoint_figure_panels(app_env, photo):
-    session = H.explore_run(photo, H.BOX_WHOLE)[0]
-    result = H.decode_session(session)
-    fig = H.keypoint_figure(session.image, result.people[0], 9, 0.9)
+    session = explore.explore_run(photo, inputs.BOX_WHOLE)[0]
+    result = state.decode_session(session)
+    fig = figures.keypoint_figure(session.image, result.people[0], 9, 0.9)
     names = {t.name for t in fig.data if t.name}
     assert {"argmax", "expected-OKS"} <= names
     assert len(fig.layout.annotations) >= 4  # three panel titles + the disagreement note
 
 
 def test_predict_typed_boxes_and_json(app_env, photo):
-    data, drawing = H.predict(photo, "100, 50, 300, 400\n350,60,500,420")
+    data, drawing = explore.predict(photo, "100, 50, 300, 400\n350,60,500,420")
     assert [p["box"] for p in data["people"]] == [[100, 50, 300, 400], [350, 60, 500, 420]]
     assert data["model"]["kind"] == "probpose" and drawing.dtype == np.uint8
 
 
 def test_automatic_boxes_fall_back_to_whole_image(app_env):
     flat = np.full((200, 160, 3), 127, np.uint8)  # nobody here
-    session = H.explore_run(flat)[0]
+    session = explore.explore_run(flat)[0]
     assert session.box_source == "whole" and any("no person" in n for n in session.notes)
 
 
@@ -114,7 +127,7 @@ def test_unusual_image_modes_run(app_env, tmp_path, kind):
     else:
         path = tmp_path / "cmyk.jpg"
         Image.new("CMYK", (90, 120), (10, 200, 30, 0)).save(path)
-    session, drawing, data, *_rest, status, _ = H.explore_run(str(path), H.BOX_WHOLE)
+    session, drawing, data, *_rest, status, _ = explore.explore_run(str(path), inputs.BOX_WHOLE)
     assert session is not None, status
     assert session.image.shape == (120, 90, 3) and drawing is not None
 
@@ -133,102 +146,102 @@ def test_bad_inputs_give_messages_not_exceptions(app_env, tmp_path, photo):
         (dict(payload=str(empty)), "empty"),
         (dict(payload=str(huge)), "pixels"),
         (dict(payload=None), "No image"),
-        (dict(payload=photo, box_mode=H.BOX_TYPED, boxes_text="5000,5000,6000,6000"), "outside"),
-        (dict(payload=photo, box_mode=H.BOX_TYPED, boxes_text="1,2,three,4"), "four numbers"),
-        (dict(payload=photo, box_mode=H.BOX_TYPED, boxes_text=""), "No boxes"),
-        (dict(payload=photo, model_choice=H.MODEL_CUSTOM, model_path=str(not_ckpt)), "checkpoint"),
-        (dict(payload=photo, model_choice=H.MODEL_CUSTOM, model_path=""), "path"),
+        (dict(payload=photo, box_mode=inputs.BOX_TYPED, boxes_text="5000,5000,6000,6000"), "outside"),
+        (dict(payload=photo, box_mode=inputs.BOX_TYPED, boxes_text="1,2,three,4"), "four numbers"),
+        (dict(payload=photo, box_mode=inputs.BOX_TYPED, boxes_text=""), "No boxes"),
+        (dict(payload=photo, model_choice=models.MODEL_CUSTOM, model_path=str(not_ckpt)), "checkpoint"),
+        (dict(payload=photo, model_choice=models.MODEL_CUSTOM, model_path=""), "path"),
     ]
     for kwargs, needle in cases:
         with pytest.warns(UserWarning):  # gr.Warning outside a request
-            session, drawing, data, *_rest, status, path = H.explore_run(**kwargs)
+            session, drawing, data, *_rest, status, path = explore.explore_run(**kwargs)
         assert session is None and drawing is None and path is None
         assert needle.lower() in status.lower(), (kwargs, status)
         assert needle.lower() in data["error"].lower()
     # and the app still serves
-    assert H.explore_run(photo, H.BOX_WHOLE)[0] is not None
+    assert explore.explore_run(photo, inputs.BOX_WHOLE)[0] is not None
 
 
 def test_gradio_payloads_are_read_by_our_loader(app_env, photo):
     # preprocess=False hands the raw FileData dict to the handler
-    session = H.explore_run({"path": photo, "orig_name": "x.jpg", "meta": {"_type": "gradio.FileData"}},
-                            H.BOX_WHOLE)[0]
+    session = explore.explore_run({"path": photo, "orig_name": "x.jpg", "meta": {"_type": "gradio.FileData"}},
+                            inputs.BOX_WHOLE)[0]
     assert session.image.shape == (427, 640, 3)
 
 
 def test_big_image_is_downscaled(app_env, monkeypatch):
-    monkeypatch.setattr(H, "MAX_SIDE", 300)
-    image, notes = H.load_input_image(np.zeros((600, 400, 3), np.uint8))
+    monkeypatch.setattr(settings, "MAX_SIDE", 300)
+    image, notes = inputs.load_input_image(np.zeros((600, 400, 3), np.uint8))
     assert image.shape == (300, 200, 3) and any("downscaled" in n for n in notes)
 
 
 def test_parse_boxes_and_click_corners():
-    boxes = H.parse_boxes("[10, 20, 110, 220]\n300 400 250 350; -50,-50,40,60", (320, 480))
+    boxes = inputs.parse_boxes("[10, 20, 110, 220]\n300 400 250 350; -50,-50,40,60", (320, 480))
     np.testing.assert_allclose(boxes, [[10, 20, 110, 220], [250, 350, 300, 400], [0, 0, 40, 60]])
-    pending, text, mode, _ = H.add_box_corner(None, "", (50, 60))
-    assert pending == [50, 60] and text == "" and mode == H.BOX_TYPED
-    pending, text, _, hint = H.add_box_corner(pending, text, (10, 200))
+    pending, text, mode, _ = inputs.add_box_corner(None, "", (50, 60))
+    assert pending == [50, 60] and text == "" and mode == inputs.BOX_TYPED
+    pending, text, _, hint = inputs.add_box_corner(pending, text, (10, 200))
     assert pending is None and text == "10,60,50,200" and "added" in hint
-    _, text, _, _ = H.add_box_corner(*H.add_box_corner(None, text, (1, 1))[:2], (30, 30))
+    _, text, _, _ = inputs.add_box_corner(*inputs.add_box_corner(None, text, (1, 1))[:2], (30, 30))
     assert text.splitlines() == ["10,60,50,200", "1,1,30,30"]
 
 
 def test_compare_same_crops_and_cached_redraw(app_env, photo):
-    pp_calls = _count_forwards(H.model_spec(H.MODEL_EMBEDDED))
-    hm_calls = _count_forwards(H.baseline_spec())
-    state, pp_img, hm_img, maps, scores, rows, status = H.compare_run(photo, H.BOX_TYPED, "100,50,300,400")
+    pp_calls = _count_forwards(models.model_spec(models.MODEL_EMBEDDED))
+    hm_calls = _count_forwards(models.baseline_spec())
+    state, pp_img, hm_img, maps, scores, rows, status = compare.compare_run(photo, inputs.BOX_TYPED, "100,50,300,400")
     assert state is not None, status
     np.testing.assert_allclose(state[0].outputs.centers, state[1].outputs.centers)
     assert len(rows) == 17 and rows[0][0] == "nose" and "baseline" in status
     ran = (pp_calls[0], hm_calls[0])
-    out = H.compare_redraw(state, "right_knee", 0.6, 0)
+    out = compare.compare_redraw(state, "right_knee", 0.6, 0)
     assert out[0] is not None and (pp_calls[0], hm_calls[0]) == ran
     assert "right knee" in out[2].layout.annotations[0].text
 
 
 def test_sweep_preview_runs_once_per_image(app_env, photo):
-    calls = _count_forwards(H.model_spec(H.MODEL_EMBEDDED))
-    state, drawing, md = H.sweep_preview(None, photo, 0.3)
+    calls = _count_forwards(models.model_spec(models.MODEL_EMBEDDED))
+    state, drawing, md = sweep.sweep_preview(None, photo, 0.3)
     ran = calls[0]
-    state, drawing2, md2 = H.sweep_preview(state, photo, 0.9)
+    state, drawing2, md2 = sweep.sweep_preview(state, photo, 0.9)
     assert calls[0] == ran and "0.90" in md2 and drawing2 is not None
 
 
 def test_analysis_views_from_precomputed_json(app_env, tmp_path):
-    pre = H.PRECOMPUTED_DIR
+    pre = settings.PRECOMPUTED_DIR
     # nothing there yet: the tabs say so instead of failing
-    info, table = H.cropcoco_table()
+    info, table = cropcoco.cropcoco_table()
     assert "No precomputed" in info and table["data"] == []
-    assert "No precomputed" in H.calibration_views()[0]
+    assert "No precomputed" in calibration.calibration_views()[0]
     pre.mkdir(parents=True)
     q = np.linspace(0.05, 1, 20).tolist()
     (pre / "calibration.json").write_text(json.dumps({
         "maps": {"temperature": 0.7, "before": {"nominal": q, "observed": q[::-1], "ece": 0.2},
                  "after": {"nominal": q, "observed": q, "ece": 0.01}},
         "presence": {"before": {"confidence": q, "frequency": q, "ece": 0.05}}}))
-    info, maps_fig, pres_fig, table = H.calibration_views()
+    info, maps_fig, pres_fig, table = calibration.calibration_views()
     assert table["data"][0] == ["maps", 0.2, 0.01, 0.7]
     assert len(maps_fig.data) == 3 and "ECE 0.010" in maps_fig.data[2].name
     thr = np.linspace(0, 1, 11).tolist()
     (pre / "sweep.json").write_text(json.dumps({"thresholds": thr, "models": {
         "probpose": {"mAP": thr, "Ex-mAP": [1 - abs(t - 0.3) for t in thr], "presence_error": thr},
         "baseline": {"mAP": thr, "Ex-mAP": thr, "presence_error": thr}}}))
-    info, fig = H.sweep_views()
+    info, fig = sweep.sweep_views()
     stars = [t for t in fig.data if t.mode == "markers+text"]
     assert "0.30" in [s.text[0] for s in stars]
 
 
 def test_tab_query_and_gpu_shim():
-    assert H.tab_from_query({"tab": "Calibration"}) == "calibration"
-    assert H.tab_from_query({"tab": "nope"}) == "explore" and H.tab_from_query(None) == "explore"
+    assert examples.tab_from_query({"tab": "Calibration"}) == "calibration"
+    assert examples.tab_from_query({"tab": "nope"}) == "explore" and examples.tab_from_query(None) == "explore"
 
     def f(x):
         return x + 1
 
-    if H.spaces is None:
-        assert H.gpu(f) is f and H.gpu(duration=5)(f) is f
-    assert H.device() in ("cpu", "cuda")
-    assert H.keypoint_index("left wrist") == KEYPOINT_NAMES.index("left_wrist") == H.keypoint_index(9)
+    if studio.spaces is None:
+        assert state.gpu(f) is f and state.gpu(duration=5)(f) is f
+    assert state.device() in ("cpu", "cuda")
+    assert inputs.keypoint_index("left wrist") == KEYPOINT_NAMES.index("left_wrist") == inputs.keypoint_index(9)
 
 
 def test_views_read_the_analysis_metrics_format(app_env):
@@ -240,12 +253,12 @@ def test_views_read_the_analysis_metrics_format(app_env):
                                         "coverage_ece_before": 0.12, "coverage_ece_after": 0.0}},
                "sweep": {"thresholds": [0.1, 0.3, 0.5], "ap": [0.5, 0.6, 0.4], "ex_ap": [0.4, 0.5, 0.3],
                          "presence_error": [0.3, 0.2, None]}}
-    folder = H.PRECOMPUTED_DIR / "probpose"
+    folder = settings.PRECOMPUTED_DIR / "probpose"
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(metrics))
-    info, maps_fig, _, table = H.calibration_views()
+    info, maps_fig, _, table = calibration.calibration_views()
     assert table["data"] == [["maps", 0.12, 0.0, 0.8]] and len(maps_fig.data) == 3
-    _, fig = H.sweep_views()
+    _, fig = sweep.sweep_views()
     assert [t.text[0] for t in fig.data if t.mode == "markers+text"] == ["0.30", "0.30", "0.30"]
 
 
@@ -266,12 +279,12 @@ def tiny_dh(tmp_path_factory):
 def test_dual_model_explore_redraw_and_keypoint_panel(app_env, tiny_dh, photo):
     from probpose.draw import padded_canvas, pose_windows
 
-    calls = _count_forwards(H.model_spec(H.MODEL_CUSTOM, str(tiny_dh)))
-    session, drawing, data, bars, kp, status, path = H.explore_run(
-        photo, H.BOX_TYPED, "100,50,300,400", H.MODEL_CUSTOM, str(tiny_dh), keypoint="left_wrist", calibrated=True)
+    calls = _count_forwards(models.model_spec(models.MODEL_CUSTOM, str(tiny_dh)))
+    session, drawing, data, bars, kp, status, path = explore.explore_run(
+        photo, inputs.BOX_TYPED, "100,50,300,400", models.MODEL_CUSTOM, str(tiny_dh), keypoint="left_wrist", calibrated=True)
     assert session is not None and session.kind == "probpose_dh", status
     ran = calls[0]
-    person = H.decode_session(session).people[0]
+    person = state.decode_session(session).people[0]
     # the canvas fits the wide window (dashed cyan) as well as the activation window
     assert drawing.shape == padded_canvas(session.image, pose_windows([person]))[0].shape
     assert drawing.shape[0] > padded_canvas(session.image, [person.window])[0].shape[0]
@@ -292,8 +305,8 @@ def test_dual_model_explore_redraw_and_keypoint_panel(app_env, tiny_dh, photo):
     for z, w in zip(maps, ("expert", "wide"), strict=True):  # each shown as a distribution (raw maps normalised)
         np.testing.assert_allclose(np.nan_to_num(np.asarray(z, float)), person.map_distribution(k, w), atol=1e-9)
     # calibrated temperature: raw DH maps have none; explained, never raised
-    for decoder in H.DECODER_CHOICES:
-        out = H.explore_redraw(session, decoder, 0.4, 0.9, "nose", 0, True)
+    for decoder in state.DECODER_CHOICES:
+        out = explore.explore_redraw(session, decoder, 0.4, 0.9, "nose", 0, True)
         assert out[0] is not None and "error" not in out[1] and "ignored" in out[4]
         assert out[1]["settings"]["calibrated_temperature"] is None and len(out[1]["people"][0]["source"]) == 17
     assert calls[0] == ran
@@ -304,20 +317,20 @@ def test_dual_embedded_choice(app_env, tiny_dh, photo, monkeypatch, tmp_path):
 
     monkeypatch.setitem(weights.ALIASES, "embedded-dh", tmp_path / "absent.safetensors")
     with pytest.warns(UserWarning):
-        session, drawing, data, *_rest, status, _ = H.explore_run(photo, H.BOX_WHOLE, "", H.MODEL_DH)
+        session, drawing, data, *_rest, status, _ = explore.explore_run(photo, inputs.BOX_WHOLE, "", models.MODEL_DH)
     assert session is None and drawing is None and "ProbPose-DH" in data["error"] and "ProbPose-DH" in status
     monkeypatch.setitem(weights.ALIASES, "embedded-dh", tiny_dh)
-    data, drawing = H.predict(photo, "100,50,300,400", H.MODEL_DH)
+    data, drawing = explore.predict(photo, "100,50,300,400", models.MODEL_DH)
     assert data["model"]["kind"] == "probpose_dh" and len(data["people"][0]["wide_keypoints"]) == 17
     assert drawing is not None
 
 
 def test_compare_with_dual_model(app_env, tiny_dh, photo):
-    state, pp_img, hm_img, maps, scores, rows, status = H.compare_run(
-        photo, H.BOX_TYPED, "100,50,300,400", H.MODEL_CUSTOM, str(tiny_dh), "left_wrist")
+    state, pp_img, hm_img, maps, scores, rows, status = compare.compare_run(
+        photo, inputs.BOX_TYPED, "100,50,300,400", models.MODEL_CUSTOM, str(tiny_dh), "left_wrist")
     assert state is not None and state[0].kind == "probpose_dh", status
     assert pp_img.shape[0] > hm_img.shape[0]  # the wide window needs a bigger canvas than the baseline's
     assert "ProbPose-DH" in maps.layout.annotations[0].text and "wide window" in scores.data[0].name
     assert "wide map" in status and any("outside the activation window" in r[3] for r in rows)
-    out = H.compare_redraw(state, "nose", 0.6, 0)
+    out = compare.compare_redraw(state, "nose", 0.6, 0)
     assert out[0] is not None and len(out[4]) == 17

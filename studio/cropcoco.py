@@ -1,0 +1,170 @@
+"""CropCOCO explorer tab: cases ranked by Ex-OKS error, each drawn with ground truth and prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, NUM_KEYPOINTS
+from studio import settings
+from studio.figures import KEYPOINT_LABELS, draw_case, empty_figure
+from studio.inputs import load_input_image, person_index
+from studio.precomputed import caption, forget, load_latest, model_sources, pick, recompute
+from studio.state import notify, user_message
+
+
+def _cases(data: dict | None, model: str) -> list[dict]:
+    if not data:
+        return []
+    cases = pick(data, model, default=None)
+    if isinstance(cases, dict):
+        cases = pick(cases, "cases", default=[])
+    if cases is None:
+        cases = pick(data, "cases", default=[])
+        cases = [c for c in cases if pick(c, "model", default=model) == model]
+    return list(cases or [])
+
+
+def _case_error(c: dict) -> float:
+    e = pick(c, "error", "exoks_error")
+    if e is None:
+        e = 1.0 - float(pick(c, "exoks", "ex_oks", "oks", default=1.0))
+    return float(e)
+
+
+def cropcoco_table(model: str = "probpose", data: dict | None = None, request: gr.Request = None):
+    """(info markdown, table) of the CropCOCO cases ranked by Ex-OKS error, worst first (this visitor's
+    recompute when there is one, else the shipped set; its provenance under the text)."""
+    data = data if data is not None else load_latest("cropcoco_cases.json", request)
+    cases = sorted(_cases(data, model), key=_case_error, reverse=True)
+    if not cases:
+        return ("No precomputed CropCOCO cases in `analysis/precomputed/cropcoco_cases.json` yet. Press "
+                "**Recompute** to build CropCOCO from the shared val data and evaluate a small subset.",
+                {"headers": ["rank", "image", "Ex-OKS", "error"], "data": []})
+    desc = pick(data, "description", "dataset", default="")
+    rows = [[i, str(pick(c, "file_name", "image", "image_id", default="?")),
+             round(1.0 - _case_error(c), 4), round(_case_error(c), 4)] for i, c in enumerate(cases)]
+    info = (f"**CropCOCO explorer** ({model}): {len(cases)} people ranked by Ex-OKS error (1 - Ex-OKS), worst "
+            "first. Ground truth is white, the prediction is coloured by presence; keypoints outside the crop "
+            "lie on the grey padding." + (f" {desc}" if desc else "") + _data_note(data, cases) + caption(data))
+    return info, {"headers": ["rank", "image", "Ex-OKS", "error"], "data": rows}
+
+
+def _case_image_path(c: dict, data: dict | None = None) -> Path | None:
+    """A file holding the case's image as evaluated: an explicit path, or the generated CropCOCO crop when its
+    folder is still there (it lives in a temporary cache)."""
+    root = pick(pick(data or {}, "data", default={}), "cropcoco_root")
+    p = pick(c, "image_path", "path", "file_name", "image")
+    if p is None:
+        return None
+    path = Path(str(p))
+    in_set = [Path(data["_dir"]) / "images" / path] if (data or {}).get("_dir") else []  # copied with the set
+    for cand in (*in_set, path, settings.PRECOMPUTED_DIR / path, settings.REPO_ROOT / path, settings.SHARED_DATA / path,
+                 *([Path(root) / "val2017" / path] if root else [])):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _source_image_path(c: dict, data: dict | None) -> Path | None:
+    """The val image a CropCOCO case was cut from (relative to the shared data folder)."""
+    src, folder = pick(c, "source_file_name"), pick(pick(data or {}, "data", default={}), "images")
+    if not src or not folder:
+        return None
+    for cand in (settings.SHARED_DATA / folder / src, Path(folder) / src):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def case_image(c: dict, data: dict | None = None) -> tuple[np.ndarray | None, str]:
+    """(the case's image, note). CropCOCO crops are re-created from the shared val image and the stored crop
+    rectangle; without the data a blank canvas of the crop's size is used so GT and prediction still show."""
+    crop = pick(c, "crop_xywh")
+    src = _source_image_path(c, data) if crop else None
+    if src is not None:
+        image, _ = load_input_image(str(src))
+        x, y, w, h = (int(v) for v in crop)
+        return image[y:y + h, x:x + w], ""
+    path = _case_image_path(c, data)
+    if path is not None:
+        image, _ = load_input_image(str(path))
+        return image, ""
+    w, h = pick(c, "width"), pick(c, "height")
+    folder = pick(pick(data or {}, "data", default={}), "images", default="the evaluation images")
+    note = (f" The image is not on this machine (`{settings.SHARED_DATA / str(folder)}` is absent, e.g. on a Space without "
+            "../shared/data), so GT and prediction are drawn on a blank canvas of the crop's size.")
+    if w and h:
+        return np.full((int(h), int(w), 3), 235, np.uint8), note
+    return None, note
+
+
+def _data_note(data: dict | None, cases: list[dict]) -> str:
+    if not cases or pick(cases[0], "crop_xywh", "source_file_name") is None:
+        return ""
+    if _source_image_path(cases[0], data) is not None or _case_image_path(cases[0], data) is not None:
+        return ""
+    return (f" **The shared data is absent** (`{settings.SHARED_DATA}`): the table and error plots come from the "
+            "precomputed results; case drawings use a blank canvas. Set `PROBPOSE_SHARED_DATA` to show the photos.")
+
+
+def cropcoco_case(model: str = "probpose", rank: int | float = 0, data: dict | None = None,
+                  request: gr.Request = None):
+    """(drawing with GT + prediction, per-keypoint error figure, markdown) of the case at this rank."""
+    try:
+        return _cropcoco_case(model, rank, data if data is not None else load_latest("cropcoco_cases.json",
+                                                                                      request))
+    except Exception as e:
+        msg = user_message(e)
+        notify(msg)
+        return None, empty_figure("no case"), f"**Could not show the case:** {msg}"
+
+
+def _cropcoco_case(model: str, rank, data: dict | None):
+    cases = sorted(_cases(data, model), key=_case_error, reverse=True)
+    if not cases:
+        return None, empty_figure("no cases"), "No cases yet (see above)."
+    i = person_index(rank, len(cases))
+    c = cases[i]
+    image, note = case_image(c, data)
+    gt = np.asarray(pick(c, "gt_keypoints", "gt", default=np.zeros((NUM_KEYPOINTS, 3))), dtype=float)
+    pred = np.asarray(pick(c, "pred_keypoints", "keypoints", "pred", default=np.zeros((NUM_KEYPOINTS, 2))), float)
+    presence = np.asarray(pick(c, "presence", default=np.ones(NUM_KEYPOINTS)), dtype=float)
+    err = np.asarray(pick(c, "per_keypoint_error", "keypoint_errors", default=np.full(NUM_KEYPOINTS, np.nan)),
+                     dtype=float)
+    drawing = None
+    if image is not None:
+        thr = float(pick(c, "threshold", default=pick(data, "threshold", default=DEFAULT_PRESENCE_THRESHOLD)))
+        drawing = draw_case(image, gt.reshape(-1, 3), pred.reshape(NUM_KEYPOINTS, -1)[:, :2], presence, thr,
+                            box_xywh=pick(c, "bbox", "box_xywh"))
+    labels = pick(c, "labels", default=[""] * NUM_KEYPOINTS)
+    fig = go.Figure(go.Bar(x=KEYPOINT_LABELS, y=err, marker_color="#d62728", hovertext=labels))
+    fig.update_layout(height=320, yaxis_title="1 - keypoint Ex-OKS similarity", margin=dict(l=50, r=10, t=20, b=80))
+    src = pick(c, "source_file_name")
+    crop = pick(c, "crop_xywh")
+    md = (f"Case {i} of {len(cases)}: `{pick(c, 'file_name', 'image', 'image_id', default='?')}`"
+          + (f" (crop x,y,w,h = {crop} of `{src}`)" if src and crop else "")
+          + f", Ex-OKS {1 - _case_error(c):.3f}" + (f", OKS {c['oks']:.3f}" if pick(c, "oks") is not None else "")
+          + "." + (f" What went wrong: {c['problems']}." if pick(c, "problems") else "") + note + caption(data))
+    return drawing, fig, md
+
+
+def cropcoco_recompute(model: str = "probpose", progress=gr.Progress(), request: gr.Request = None):  # noqa: B008
+    """Build CropCOCO from the shared val data, evaluate a small subset, rank the cases (this visitor's only)."""
+    try:
+        data = recompute("compute_cropcoco_cases", "cropcoco_cases.json", progress, request, **model_sources())
+        return cropcoco_table(model, data)
+    except Exception as e:
+        msg = user_message(e)
+        notify(msg)
+        return (f"**Could not recompute:** {msg}", cropcoco_table(model, request=request)[1])
+
+
+def cropcoco_shipped(model: str = "probpose", request: gr.Request = None):
+    """Forget this visitor's recompute: back to the shipped cases."""
+    forget(request, "cropcoco_cases.json")
+    return cropcoco_table(model)
+

