@@ -19,7 +19,6 @@ import math
 import os
 import sys
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.features import FeatureCache
+from training.features import CombinedCache
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 __all__ = ["CachedTrainConfig", "load_config", "build_mbt_model", "make_batch", "train", "export"]
 
@@ -35,7 +39,7 @@ __all__ = ["CachedTrainConfig", "load_config", "build_mbt_model", "make_batch", 
 @dataclass
 class CachedTrainConfig:
     kind: str = "probpose"  # probpose | heatmap | probpose_dh
-    cache: str = "runs/mbt_cache"
+    cache: list[str] = field(default_factory=lambda: ["runs/mbt_cache"])  # folders of `training.features`
     trunk: str = "runs/mbt_trunk.safetensors"  # scripts/convert_tfpose.py output
     out_dir: str = "runs/probpose_mbt"
     steps: int = 3000
@@ -78,7 +82,7 @@ def load_trunk(model: nn.Module, trunk_path: str | Path) -> None:
     model.backbone.trunk.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
 
 
-def make_batch(cache: FeatureCache, rows: np.ndarray, kind: str, model_config) -> dict[str, torch.Tensor]:
+def make_batch(cache: CombinedCache, rows: np.ndarray, kind: str, model_config) -> dict[str, torch.Tensor]:
     """Features (B,185,32,24) float32 and the targets of the cached views `rows`."""
     from probpose.codec import encode_heatmaps, encode_probmaps
 
@@ -87,7 +91,7 @@ def make_batch(cache: FeatureCache, rows: np.ndarray, kind: str, model_config) -
     kp = np.stack([s.keypoints for _, _, s in samples])
     ann = np.stack([s.annotated for _, _, s in samples])
     lspet = np.array([cache.sources[p] == "lspet" for p, _, _ in samples])
-    batch = {"feats": torch.from_numpy(np.asarray(cache.feats[rows], dtype=np.float32)),
+    batch = {"feats": torch.from_numpy(cache.read(rows)),
              "annotated": torch.from_numpy(ann.astype(np.float32)),
              "visible": torch.from_numpy(np.stack([s.visible for _, _, s in samples]).astype(np.float32)),
              "vis_weight": torch.from_numpy((ann & ~lspet[:, None]).astype(np.float32))}
@@ -134,8 +138,8 @@ def losses_for(model: nn.Module, out, batch: dict) -> dict[str, torch.Tensor]:
     return d
 
 
-def _sampler_pools(cache: FeatureCache) -> tuple[np.ndarray, np.ndarray]:
-    src = np.array([cache.sources[p] != "lspet" for p, _, _ in cache.samples[:cache.done]], dtype=bool)
+def _sampler_pools(cache: CombinedCache) -> tuple[np.ndarray, np.ndarray]:
+    src = np.array([cache.sources[p] != "lspet" for p, _, _ in cache.samples], dtype=bool)
     return np.flatnonzero(src), np.flatnonzero(~src)
 
 
@@ -160,7 +164,7 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     wall0 = wall if max_minutes is None else 0.0  # --max-minutes counts from the first start
     model.train()
     model.backbone.trunk.eval()
-    cache = FeatureCache(cfg.cache)
+    cache = CombinedCache(cfg.cache)
     coco, lspet = _sampler_pools(cache)
     t_start = time.time()
     log = open(out / "log.jsonl", "a")
@@ -175,7 +179,7 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     try:
         while step < cfg.steps:
             if step % cfg.reload_interval == 0 and step:
-                cache = FeatureCache(cfg.cache)
+                cache = CombinedCache(cfg.cache)
                 coco, lspet = _sampler_pools(cache)
             rng = np.random.default_rng((cfg.seed, step))
             n_coco = int(round(cfg.batch_size * cfg.coco_fraction)) if len(lspet) else cfg.batch_size

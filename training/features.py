@@ -27,7 +27,7 @@ import numpy as np
 
 from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
 
-__all__ = ["TRAIN_SOURCES", "training_people", "CachePlan", "FeatureCache", "build_cache", "cv2_trunk"]
+__all__ = ["TRAIN_SOURCES", "training_people", "CachePlan", "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 # (name, annotation json, image folder) under the data root; never coco_subset/val2017.
@@ -69,10 +69,11 @@ class CachePlan:
     lspet: np.ndarray  # indices of LSPET people (shuffled)
     views: int
     coco_views: int
+    first_view: int = 0
 
     def order(self) -> list[tuple[int, int]]:
         out = []
-        for v in range(max(self.views, self.coco_views)):
+        for v in range(self.first_view, max(self.views, self.coco_views)):
             if v < self.coco_views:
                 out += [(int(i), v) for i in self.coco]
             if v < self.views:
@@ -116,6 +117,31 @@ def trunk_features_cv2(net, crops_rgb: np.ndarray) -> np.ndarray:
     return np.concatenate(outs, axis=1)
 
 
+class CombinedCache:
+    """Several cache folders of the same people (e.g. views 0 and views 1+) read as one; `read(rows)` gives the
+    features (len(rows), 185, 32, 24) float32 of global rows (ascending)."""
+
+    def __init__(self, folders) -> None:
+        folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+        self.parts = [FeatureCache(f) for f in folders]
+        self.people, self.sources = self.parts[0].people, self.parts[0].sources
+        for c in self.parts[1:]:
+            if len(c.people) != len(self.people) or c.sources != self.sources:
+                raise SystemExit(f"error: {c.folder} was built from other people than {self.parts[0].folder}")
+        self.samples = [s for c in self.parts for s in c.samples[:c.done]]
+        self.offsets = np.cumsum([0] + [c.done for c in self.parts])
+        self.done = len(self.samples)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), FEATURE_CHANNELS, *GRID), dtype=np.float32)
+        for i, c in enumerate(self.parts):
+            sel = (rows >= self.offsets[i]) & (rows < self.offsets[i + 1])
+            if sel.any():
+                out[sel] = c.feats[rows[sel] - self.offsets[i]]
+        return out
+
+
 class FeatureCache:
     """Read side of a cache folder: feats.f16 (N, 185, 32, 24) memmap, samples.pkl (per-view Sample without
     image, person index), people.pkl, meta.json. `done` views are valid."""
@@ -134,7 +160,7 @@ class FeatureCache:
 
 def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, crop_prob: float, seed: int,
                 trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
-                data_root: Path = DATA_ROOT) -> int:
+                data_root: Path = DATA_ROOT, first_view: int = 0) -> int:
     """Compute (or continue) the cache in `out`; returns the number of views done."""
     import cv2
 
@@ -144,8 +170,8 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
     coco = np.array([i for i, s in enumerate(sources) if s != "lspet"])
     lspet = np.array([i for i, s in enumerate(sources) if s == "lspet"])
     lspet = lspet[np.random.default_rng(seed).permutation(len(lspet))]
-    plan = CachePlan(len(people), coco, lspet, views, coco_views).order()
-    meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "seed": seed,
+    plan = CachePlan(len(people), coco, lspet, views, coco_views, first_view).order()
+    meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "first_view": first_view, "seed": seed,
             "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"
@@ -199,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=2, help="augmented views per LSPET person")
     p.add_argument("--coco-views", type=int, default=6, help="augmented views per COCO person")
     p.add_argument("--crop-prob", type=float, default=0.6, help="crop augmentation probability of views >= 1")
+    p.add_argument("--first-view", type=int, default=0,
+                   help="start at this view (a second folder can hold later views of the same people)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -207,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                         shift_factor=0.12, shift_prob=0.3, color_jitter=0.2)
     try:
         n = build_cache(args.out, args.views, args.coco_views, aug, args.crop_prob, args.seed, args.trunk,
-                        data_root=args.data_root)
+                        data_root=args.data_root, first_view=args.first_view)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130
