@@ -84,7 +84,8 @@ def analysis_views():
 
 def build_demo() -> gr.Blocks:
     example_paths = examples.example_images()
-    with gr.Blocks(title="ProbPose Studio", analytics_enabled=False) as demo:
+    with gr.Blocks(title="ProbPose Studio", analytics_enabled=False,
+                   delete_cache=(settings.CACHE_SWEEP_SECONDS, settings.CACHE_MAX_AGE_SECONDS)) as demo:
         gr.Markdown(INTRO)
         with gr.Accordion(models.header_title(), open=True):
             gr.Markdown(models.embedded_status())
@@ -96,7 +97,7 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs() as tabs:
             # ---------------------------------------------------------------------------------------- 1
             with gr.Tab("Explore an image", id="explore"):
-                session = gr.State(None)
+                session = gr.State(None, time_to_live=settings.SESSION_TTL_SECONDS)
                 corner = gr.State(None)
                 with gr.Row():
                     with gr.Column(scale=1):
@@ -105,15 +106,15 @@ def build_demo() -> gr.Blocks:
                         boxes = gr.Textbox("", label="boxes: x1,y1,x2,y2 per line (or click two corners on the image)",
                                            lines=2)
                         with gr.Row():
-                            box_hint = gr.Markdown("Click two opposite corners on the image to draw a box.")
+                            box_hint = gr.Markdown("Click two opposite corners on the image to draw a box.", label="box hint")
                             clear = gr.Button("clear boxes", size="sm")
                         run = gr.Button("Run", variant="primary")
                         predict_btn = gr.Button("predict", visible=False)  # API-only trigger
                     with gr.Column(scale=2):
-                        drawing = gr.Image(label="poses on a padded canvas", type="numpy", format="png",
+                        drawing = gr.Image(label="poses on a padded canvas", type="numpy", format="jpeg",
                                            interactive=False, height=520, elem_id="explore-drawing")
                         status = gr.Markdown("Upload an image (or click an example) and press **Run**.",
-                                             elem_id="explore-status")
+                                             elem_id="explore-status", label="status")
                 with gr.Row():
                     decoder = gr.Radio(state.DECODER_CHOICES, value=state.DECODER_EOKS, label="decoder")
                     threshold = gr.Slider(0.0, 1.0, value=DEFAULT_PRESENCE_THRESHOLD, step=0.01,
@@ -135,14 +136,18 @@ def build_demo() -> gr.Blocks:
 
                 explore_inputs = [image, box_mode, boxes, model, model_path, decoder, threshold, mass, keypoint,
                                   person, calibrated]
+                fix_person = dict(fn=explore.shown_person, inputs=[session, person], outputs=[person],
+                                  api_visibility="private")  # the field shows the person # drawn (clamped)
                 run.click(explore.explore_run, api_name="explore", preprocess=False, inputs=explore_inputs,
-                          outputs=[session, *outputs])
-                # an example click fills the image and runs it with the current settings (never cached: Gradio's
-                # example cache cannot hold the session state)
-                _examples(example_paths, image, explore.explore_run, explore_inputs, [session, *outputs])
+                          outputs=[session, *outputs]).then(**fix_person)
+                # an example click fills the image and runs it on its people's boxes with the other current
+                # settings (never cached: Gradio's example cache cannot hold the session state)
+                _examples(example_paths, image, explore.explore_example, explore_inputs,
+                          [box_mode, boxes, session, *outputs])
                 gr.on([decoder.change, threshold.release, mass.release, keypoint.change, person.submit,
                        calibrated.change], explore.explore_redraw, api_name="redraw", trigger_mode="always_last",
-                      inputs=[session, decoder, threshold, mass, keypoint, person, calibrated], outputs=outputs)
+                      inputs=[session, decoder, threshold, mass, keypoint, person, calibrated],
+                      outputs=outputs).then(**fix_person)
                 predict_btn.click(explore.predict, api_name="predict", preprocess=False,
                                   inputs=[image, boxes, model, model_path, decoder, threshold],
                                   outputs=[result_json, drawing])
@@ -153,7 +158,7 @@ def build_demo() -> gr.Blocks:
 
             # ---------------------------------------------------------------------------------------- 2
             with gr.Tab("Compare with a heatmap baseline", id="compare"):
-                cmp_state = gr.State(None)
+                cmp_state = gr.State(None, time_to_live=settings.SESSION_TTL_SECONDS)
                 gr.Markdown("The same crops through ProbPose (model chosen above) and the ViTPose-style heatmap "
                             "baseline. ProbPose says *where* and *whether inside*; the baseline always answers "
                             "with a location inside the window and only a peak height.")
@@ -170,7 +175,7 @@ def build_demo() -> gr.Blocks:
                                               elem_id="compare-drawing")
                             cmp_hm = gr.Image(label="heatmap baseline", type="numpy", format="png",
                                               interactive=False)
-                        cmp_status = gr.Markdown(elem_id="compare-status")
+                        cmp_status = gr.Markdown(elem_id="compare-status", label="status")
                 with gr.Row():
                     cmp_kp = gr.Dropdown(KEYPOINTS, value=KEYPOINTS[0], label="keypoint")
                     cmp_thr = gr.Slider(0.0, 1.0, value=DEFAULT_PRESENCE_THRESHOLD, step=0.01,
@@ -181,16 +186,19 @@ def build_demo() -> gr.Blocks:
                 cmp_table = gr.Dataframe(headers=compare.COMPARE_HEADERS, label="what each model says", wrap=True)
                 cmp_outputs = [cmp_pp, cmp_hm, cmp_maps, cmp_scores, cmp_table, cmp_status]
                 cmp_inputs = [cmp_image, cmp_box_mode, cmp_boxes, model, model_path, cmp_kp, cmp_thr, cmp_person]
+                cmp_fix = dict(fn=compare.shown_person, inputs=[cmp_state, cmp_person], outputs=[cmp_person],
+                               api_visibility="private")
                 cmp_run.click(compare.compare_run, api_name="compare", preprocess=False, inputs=cmp_inputs,
-                              outputs=[cmp_state, *cmp_outputs])
-                _run_example(cmp_examples, compare.compare_run, cmp_inputs, [cmp_state, *cmp_outputs])
+                              outputs=[cmp_state, *cmp_outputs]).then(**cmp_fix)
+                _run_example(cmp_examples, compare.compare_example, cmp_inputs,
+                             [cmp_box_mode, cmp_boxes, cmp_state, *cmp_outputs])
                 gr.on([cmp_kp.change, cmp_thr.release, cmp_person.submit], compare.compare_redraw,
                       api_name="compare_redraw", trigger_mode="always_last",
-                      inputs=[cmp_state, cmp_kp, cmp_thr, cmp_person], outputs=cmp_outputs)
+                      inputs=[cmp_state, cmp_kp, cmp_thr, cmp_person], outputs=cmp_outputs).then(**cmp_fix)
 
             # ---------------------------------------------------------------------------------------- 3
             with gr.Tab("CropCOCO explorer", id="cropcoco"):
-                crop_info = gr.Markdown()
+                crop_info = gr.Markdown(label="about the cases")
                 with gr.Row():
                     crop_model = gr.Radio(["probpose", "baseline"], value="probpose", label="predictions of")
                     crop_rank = gr.Number(value=0, precision=0, minimum=0, label="case # (0 = worst Ex-OKS)")
@@ -200,14 +208,15 @@ def build_demo() -> gr.Blocks:
                     crop_image = gr.Image(label="ground truth (white) and prediction", type="numpy", format="png",
                                           interactive=False, scale=2)
                     crop_err = gr.Plot(label="per-keypoint error", scale=1)
-                crop_case_md = gr.Markdown()
+                crop_case_md = gr.Markdown(label="case")
                 with gr.Row():
                     crop_compute = gr.Button("Recompute on a small subset (slow on CPU)")
                     crop_back = gr.Button("Back to the shipped results")
                 crop_table_outputs = [crop_info, crop_table]
                 crop_case_outputs = [crop_image, crop_err, crop_case_md]
                 crop_show.click(cropcoco.cropcoco_case, api_name="cropcoco_case", inputs=[crop_model, crop_rank],
-                                outputs=crop_case_outputs)
+                                outputs=crop_case_outputs).then(cropcoco.shown_case, inputs=[crop_model, crop_rank],
+                                                                outputs=[crop_rank], api_visibility="private")
                 crop_table.select(_crop_row, inputs=[crop_model], outputs=[crop_rank, *crop_case_outputs],
                                   api_visibility="private")
                 crop_model.change(cropcoco.cropcoco_table, inputs=[crop_model], outputs=crop_table_outputs,
@@ -219,7 +228,7 @@ def build_demo() -> gr.Blocks:
 
             # ---------------------------------------------------------------------------------------- 4
             with gr.Tab("Calibration", id="calibration"):
-                cal_info = gr.Markdown()
+                cal_info = gr.Markdown(label="about the calibration")
                 with gr.Row():
                     cal_maps = gr.Plot(label="probability maps: coverage of the credible regions")
                     cal_presence = gr.Plot(label="presence: reliability")
@@ -233,32 +242,33 @@ def build_demo() -> gr.Blocks:
 
             # ---------------------------------------------------------------------------------------- 5
             with gr.Tab("Threshold sweep", id="sweep"):
-                sweep_info = gr.Markdown()
+                sweep_info = gr.Markdown(label="about the sweep")
                 sweep_plot = gr.Plot(label="mAP, Ex-mAP and presence error vs the presence threshold")
                 with gr.Row():
                     with gr.Column(scale=1):
                         sweep_image = _image_input("image to try the threshold on")
                         sweep_thr = gr.Slider(0.0, 1.0, value=DEFAULT_PRESENCE_THRESHOLD, step=0.01,
                                               label="presence threshold")
+                        sweep_box_mode = gr.Radio(inputs.BOX_CHOICES, value=inputs.BOX_AUTO, label="person boxes")
+                        sweep_boxes = gr.Textbox("", label="boxes: x1,y1,x2,y2 per line", lines=2)
                         sweep_go = gr.Button("Apply threshold", variant="primary")
                         sweep_examples = _examples(example_paths, sweep_image)
                     with gr.Column(scale=2):
                         sweep_draw = gr.Image(label="ProbPose at this threshold", type="numpy", format="png",
                                               interactive=False, elem_id="sweep-drawing")
-                        sweep_md = gr.Markdown(elem_id="sweep-status")
+                        sweep_md = gr.Markdown(elem_id="sweep-status", label="status")
                 with gr.Row():
                     sweep_compute = gr.Button("Recompute the sweep on a small subset (slow on CPU)")
                     sweep_back = gr.Button("Back to the shipped results")
-                sweep_state = gr.State(None)
+                sweep_state = gr.State(None, time_to_live=settings.SESSION_TTL_SECONDS)
                 sweep_outputs = [sweep_info, sweep_plot]
-                sweep_go.click(sweep.sweep_preview, api_name="sweep_preview", preprocess=False,
-                               inputs=[sweep_state, sweep_image, sweep_thr, model, model_path],
+                sweep_inputs = [sweep_state, sweep_image, sweep_thr, model, model_path, sweep_box_mode, sweep_boxes]
+                sweep_go.click(sweep.sweep_preview, api_name="sweep_preview", preprocess=False, inputs=sweep_inputs,
                                outputs=[sweep_state, sweep_draw, sweep_md])
                 sweep_thr.release(sweep.sweep_preview, api_visibility="private", preprocess=False,
-                                  inputs=[sweep_state, sweep_image, sweep_thr, model, model_path],
-                                  outputs=[sweep_state, sweep_draw, sweep_md])
-                _run_example(sweep_examples, sweep.sweep_preview,
-                             [sweep_state, sweep_image, sweep_thr, model, model_path], [sweep_state, sweep_draw, sweep_md])
+                                  inputs=sweep_inputs, outputs=[sweep_state, sweep_draw, sweep_md])
+                _run_example(sweep_examples, sweep.sweep_example, sweep_inputs,
+                             [sweep_box_mode, sweep_boxes, sweep_state, sweep_draw, sweep_md])
                 sweep_compute.click(sweep.sweep_recompute, api_name="sweep_recompute", outputs=sweep_outputs)
                 sweep_back.click(sweep.sweep_shipped, outputs=sweep_outputs, api_visibility="private")
 
@@ -266,13 +276,14 @@ def build_demo() -> gr.Blocks:
         def _on_load(request: gr.Request):
             q = _query(request)
             return (gr.Tabs(selected=examples.tab_from_query(q)),
-                    *_or_skip(explore.startup_explore(q), 2 + len(outputs)),
-                    *_or_skip(compare.startup_compare(q), 2 + len(cmp_outputs)),
-                    *_or_skip(sweep.startup_sweep(q), 4))
+                    *_or_skip(explore.startup_explore(q), 4 + len(outputs)),
+                    *_or_skip(compare.startup_compare(q), 4 + len(cmp_outputs)),
+                    *_or_skip(sweep.startup_sweep(q), 6))
 
         demo.load(_on_load, api_visibility="private",
-                  outputs=[tabs, image, session, *outputs, cmp_image, cmp_state, *cmp_outputs,
-                           sweep_image, sweep_state, sweep_draw, sweep_md])
+                  outputs=[tabs, image, box_mode, boxes, session, *outputs,
+                           cmp_image, cmp_box_mode, cmp_boxes, cmp_state, *cmp_outputs,
+                           sweep_image, sweep_box_mode, sweep_boxes, sweep_state, sweep_draw, sweep_md])
         demo.load(analysis_views, api_name="analysis",
                   outputs=[*crop_table_outputs, *cal_outputs, *sweep_outputs])
     return demo
@@ -283,4 +294,5 @@ demo = build_demo()
 demo.queue(default_concurrency_limit=int(os.environ.get("PROBPOSE_APP_CONCURRENCY", "2")), max_size=64)
 
 if __name__ == "__main__":
-    demo.launch(theme=THEME, max_file_size="50mb", show_error=True, allowed_paths=settings.allowed_paths())
+    demo.launch(theme=THEME, max_file_size="50mb", show_error=True, allowed_paths=settings.allowed_paths(),
+                state_session_capacity=settings.MAX_SESSIONS)

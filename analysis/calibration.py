@@ -222,17 +222,24 @@ def expected_oks_nll(maps: np.ndarray, gt_xy: np.ndarray, keypoint: np.ndarray, 
 
 
 def fit_map_temperature(samples: MapSamples, bounds: tuple[float, float] = (0.05, 5.0),
-                        max_samples: int = 3000, seed: int = 0) -> float:
+                        max_samples: int = 3000, seed: int = 0, progress=None) -> float:
     """Sparsemax temperature minimising the mean expected-OKS NLL on ``samples`` (subsampled to
-    ``max_samples`` for speed, seeded). Returns the model's 0.5 when there are no samples."""
+    ``max_samples`` for speed, seeded). Returns the model's 0.5 when there are no samples.
+
+    ``progress``: called with (evaluation number, temperature tried) after each loss evaluation (a long step)."""
     if len(samples) == 0:
         return 0.5
     if len(samples) > max_samples:
         samples = samples.take(np.random.default_rng(seed).choice(len(samples), max_samples, replace=False))
+    calls = [0]
 
     def loss(log_t: float) -> float:
-        return float(expected_oks_nll(maps_at_temperature(samples, math.exp(log_t)), samples.gt_xy,
-                                      samples.keypoint).mean())
+        v = float(expected_oks_nll(maps_at_temperature(samples, math.exp(log_t)), samples.gt_xy,
+                                   samples.keypoint).mean())
+        calls[0] += 1
+        if progress is not None:
+            progress(calls[0], math.exp(log_t))
+        return v
 
     return float(math.exp(_golden(loss, math.log(bounds[0]), math.log(bounds[1]), tol=0.02)))
 

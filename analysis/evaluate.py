@@ -239,7 +239,7 @@ def run_model(model, image_dir: str | Path, coco: CocoSet, *, flip_test: bool = 
                      time.perf_counter() - t0, float(getattr(model, "temperature", 0.5)))
 
 
-def _calibration(run: RunOutput, seed: int) -> dict:
+def _calibration(run: RunOutput, seed: int, progress=None) -> dict:
     """Presence and map temperature scaling fitted on a seeded half of the images and applied to the other."""
     r = run.records
     out: dict = {}
@@ -258,7 +258,7 @@ def _calibration(run: RunOutput, seed: int) -> dict:
         if ms is not None and len(ms):
             fit_ids = set(np.unique(r.image_id[fit]).tolist())
             in_fit = np.array([i in fit_ids for i in run.map_sample_image.tolist()], dtype=bool)
-            tm = fit_map_temperature(ms.take(np.nonzero(in_fit)[0]), seed=seed)
+            tm = fit_map_temperature(ms.take(np.nonzero(in_fit)[0]), seed=seed, progress=progress)
             evs = ms.take(np.nonzero(~in_fit)[0])
             base_t = run.temperature  # "before" = the maps as the model outputs them
             cb = coverage(mass_above(maps_at_temperature(evs, base_t), evs.gt_xy))
@@ -344,7 +344,8 @@ def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFA
     metrics["presence"] = presence_report(r.presence, r.label, fixed_threshold)
     if calibrate:
         phase("calibration (temperature fits)")
-        metrics["calibration"] = _calibration(run, seed)
+        metrics["calibration"] = _calibration(
+            run, seed, progress=lambda i, t: bar.set_postfix_str(f"calibration: map temperature fit, try {i} T={t:.2f}"))
     if sweep:
         phase("threshold sweep")
         metrics["sweep"] = threshold_sweep(run, coco, progress=lambda t: phase(f"sweep t={t:.2f}"),

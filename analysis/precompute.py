@@ -538,7 +538,7 @@ def _extract(archive: Path, dest: Path, members: tuple[str, ...] | None = None) 
 def ensure_coco_val2017(root, download: bool = False) -> tuple[Path, Path]:
     """(image folder, person-keypoint JSON) of COCO val2017 under ``root`` (``val2017/``,
     ``annotations/person_keypoints_val2017.json``); with ``download`` the official zips from cocodataset.org
-    (778 MB + 241 MB) are fetched and unpacked there first. Raises AnnotationError when absent."""
+    (val2017.zip, annotations_trainval2017.zip) are fetched and unpacked there first. Raises AnnotationError when absent."""
     root = Path(root)
     img, ann = root / "val2017", root / "annotations" / "person_keypoints_val2017.json"
     if download and not (img.is_dir() and ann.is_file()):

@@ -71,23 +71,36 @@ def local_root() -> Path:
     return Path(os.environ.get(ENV_PRECOMPUTED) or REPO_PRECOMPUTED)
 
 
+_HUB_TTL = 600.0  # seconds before the results repo is checked for updates again
+_hub_seen: dict[tuple, tuple[float, Path | None, str]] = {}
+
+
 def hub_root(repo_id: str | None = None) -> tuple[Path | None, str]:
-    """(snapshot folder of the results dataset repo, note). Never waits on an unreachable Hub."""
+    """(snapshot folder of the results dataset repo, note). Never waits on an unreachable Hub; the answer is
+    remembered for 10 minutes (page loads do not each contact the Hub)."""
+    import time
+
     from probpose.hub import hf_cache_dir, hub_status
 
     repo_id = repo_id or os.environ.get(ENV_RESULTS_REPO, "").strip()
     if not repo_id:
         return None, ""
+    revision = os.environ.get(ENV_RESULTS_REVISION) or None
+    key = (repo_id, revision, str(hf_cache_dir()))
+    hit = _hub_seen.get(key)
+    if hit and time.monotonic() - hit[0] < _HUB_TTL:
+        return hit[1], hit[2]
     status = hub_status()
     try:
         from huggingface_hub import snapshot_download
 
-        snap = snapshot_download(repo_id, repo_type="dataset", revision=os.environ.get(ENV_RESULTS_REVISION) or None,
-                                 cache_dir=str(hf_cache_dir()), local_files_only=not status.online)
-        return Path(snap), f"results from the Hub dataset {repo_id}"
+        snap = snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=str(hf_cache_dir()),
+                                 local_files_only=not status.online)
+        res = (Path(snap), f"results from the Hub dataset {repo_id}")
     except Exception as e:  # not cached offline, no such repo, auth: the repository's files still serve
-        return None, (f"the results repo {repo_id} could not be read ({type(e).__name__}; "
-                      f"{'Hub: ' + status.reason})")
+        res = (None, f"the results repo {repo_id} could not be read ({type(e).__name__}; Hub: {status.reason})")
+    _hub_seen[key] = (time.monotonic(), *res)
+    return res
 
 
 def result_roots() -> list[tuple[Path, str]]:

@@ -196,8 +196,8 @@ def main_table(args, model, desc: str) -> None:
 
     print(f"| {'quantity':58} | {'ms/crop':>8} | {'x roofline':>10} |")
     print(f"|{'-' * 60}|{'-' * 9}:|{'-' * 11}:|")
-    print(f"| {f'fp32 GEMM peak: torch.mm 2048^3, {torch.get_num_threads()} threads':58} | "
-          f"{peak / 1e9:4.0f} GF/s | {'':>10} |")
+    print(f"| {f'fp32 GEMM peak, GFLOP/s: torch.mm 2048^3, {torch.get_num_threads()} threads':58} | "
+          f"{peak / 1e9:8.1f} | {'':>10} |")
     row(f"roofline: official {official / 1e9:.2f} GFLOP / peak", roof)
     row(f"(executed {executed / 1e9:.2f} GFLOP / peak)", roof_exec)
     row(f"network, batch {n}, {pred.precision}", best["network"])

@@ -8,24 +8,32 @@ import numpy as np
 
 from probpose.errors import BoxError
 
-__all__ = ["parse_boxes"]
+__all__ = ["MAX_BOXES", "parse_boxes"]
+
+# Typed boxes per image: each box is one network pass, so an unbounded list would hold a worker for minutes.
+MAX_BOXES = 100
 
 
-def parse_boxes(text: str | None, image_size: tuple[int, int] | None = None) -> np.ndarray:
+def parse_boxes(text: str | None, image_size: tuple[int, int] | None = None,
+                max_boxes: int | None = MAX_BOXES) -> np.ndarray:
     """'x1,y1,x2,y2' per box -> (N, 4) float64 xyxy.
 
     Boxes are separated by new lines or ';'; the four numbers by commas and / or spaces; brackets are ignored and
-    lines starting with '#' are comments. Corners may come in any order (they are sorted). With ``image_size``
-    (w, h) the boxes are clipped to the image and a box entirely outside it is an error.
+    lines starting with '#' are comments. Corners may come in any order (they are sorted). Boxes are never
+    clipped (a box may reach past the image border, as the official top-down pipeline allows); with
+    ``image_size`` (w, h) a box that does not overlap the image at all is an error.
 
     Raises BoxError (a short message naming the box) for anything that is not four finite numbers, for boxes
-    under 2 px wide or tall, and for no boxes at all.
+    under 2 px wide or tall, for no boxes at all, and for more than ``max_boxes`` boxes (None: no cap), checked
+    before any box is parsed.
     """
+    lines = [(n, ln.strip().strip("[]()").strip()) for n, ln in enumerate(re.split(r"[;\n]", text or ""), 1)]
+    lines = [(n, ln) for n, ln in lines if ln and not ln.startswith("#")]
+    if max_boxes is not None and len(lines) > max_boxes:
+        raise BoxError(f"Too many boxes: {len(lines)} given, at most {max_boxes} per image (each box is one "
+                       "network pass). Remove some boxes.")
     boxes = []
-    for n, line in enumerate(re.split(r"[;\n]", text or ""), 1):
-        line = line.strip().strip("[]()").strip()
-        if not line or line.startswith("#"):
-            continue
+    for n, line in lines:
         parts = [p for p in re.split(r"[,\s]+", line) if p]
         try:
             vals = [float(p) for p in parts]
@@ -40,9 +48,8 @@ def parse_boxes(text: str | None, image_size: tuple[int, int] | None = None) -> 
             raise BoxError(f"Box {n} ({line!r}) is empty (under 2 px wide or tall).")
         if image_size is not None:
             w, h = image_size
-            if x2 <= 0 or y2 <= 0 or x1 >= w - 1 or y1 >= h - 1:
+            if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
                 raise BoxError(f"Box {n} ({line!r}) lies entirely outside the {w}x{h} image.")
-            x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, w - 1.0), min(y2, h - 1.0)
         boxes.append([x1, y1, x2, y2])
     if not boxes:
         raise BoxError("No boxes given: write one 'x1,y1,x2,y2' per line (or ';' between boxes).")

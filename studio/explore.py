@@ -3,12 +3,13 @@ mass, keypoint, person). Also the simple public ``predict`` endpoint."""
 
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, KEYPOINT_NAMES
-from studio.examples import startup_example
+from studio.examples import example_boxes, startup_example
 from studio.figures import draw_result, empty_figure, keypoint_figure, merge_note, scores_figure
-from studio.inputs import BOX_AUTO, BOX_TYPED, keypoint_index, person_index
+from studio.inputs import BOX_AUTO, BOX_TYPED, keypoint_index, person_choice, unit_value
 from studio.models import MODEL_EMBEDDED, banner, has_presence
 from studio.settings import DEFAULT_MASS
 from studio.state import (
@@ -58,16 +59,29 @@ def _status(session: ExploreSession, result, extra: str = "") -> str:
     return head + notes + "\n\n" + _person_summary(result.people, session.kind) + (f"\n\n{extra}" if extra else "")
 
 
-def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, person, calibrated):
+def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, person, calibrated,
+                   redraw: bool = False):
+    """redraw: a figure the browser already shows for these settings is not rebuilt nor sent (gr.skip())."""
+    mass = unit_value(mass, "credible mass", low_open=True)
     result = decode_session(session, decoder, threshold, calibrated)
     k = keypoint_index(keypoint)
-    i = person_index(person, len(result.people))
+    i, person_note = person_choice(person, len(result.people))
     drawing = draw_result(session.image, result, highlight_person=i, keypoint=k, mass=float(mass))
     data = result_json(session, result, decoder, threshold, calibrated)
     p = result.people[i]
-    bars = scores_figure(p, float(threshold), session.kind, title=f"person {i}")
-    kp = keypoint_figure(session.image, p, k, float(mass), session.kind)
-    notes = []
+    views = session.views
+    bars_key = (i, round(float(threshold), 6))
+    kp_key = (i, k, round(float(mass), 6), str(decoder), bool(calibrated))
+    if redraw and views.get("bars") == bars_key:
+        bars = gr.skip()
+    else:
+        bars = scores_figure(p, float(threshold), session.kind, title=f"person {i}")
+    if redraw and views.get("keypoint") == kp_key:
+        kp = gr.skip()
+    else:
+        kp = keypoint_figure(session.image, p, k, float(mass), session.kind)
+    views.update(bars=bars_key, keypoint=kp_key)
+    notes = [person_note] if person_note else []
     if p.is_dual:
         e, w = p.expert_keypoints[k], p.wide_keypoints[k]
         notes.append(f"Person {i}: {merge_note(p, k)}; expert decode ({e[0]:.0f}, {e[1]:.0f}), wide decode "
@@ -89,7 +103,8 @@ def explore_run(payload, box_mode=BOX_AUTO, boxes_text="", model_choice=MODEL_EM
                 keypoint=KEYPOINT_NAMES[0], person=0, calibrated=True):
     """Run the network once on an image and show everything.
 
-    Returns (session, drawing, keypoints JSON, score bars, keypoint maps, status markdown, JSON file path).
+    Returns (session, drawing, keypoints JSON, score bars, keypoint maps, status markdown, JSON file path). A
+    person # outside the people found is clamped (the status says so; ``shown_person`` gives the field's value).
     """
     try:
         session = run_session(payload, box_mode, boxes_text, model_choice, model_path)
@@ -108,8 +123,9 @@ def explore_redraw(session: ExploreSession | None, decoder=DECODER_EOKS, thresho
         empty = empty_figure("run an image first")
         return None, {}, empty, empty, "Upload an image (or click an example) and press **Run**.", None
     try:
-        return _explore_views(session, decoder, threshold, mass, keypoint, person, calibrated)
+        return _explore_views(session, decoder, threshold, mass, keypoint, person, calibrated, redraw=True)
     except Exception as e:
+        session.views.clear()  # the error shows empty figures: the next redraw must send them again
         return _explore_error(user_message(e))
 
 
@@ -127,8 +143,21 @@ def predict(payload, boxes_text: str = "", model_choice: str = MODEL_EMBEDDED, m
         return {"error": message}, None
 
 
-def startup_explore(query: dict):
-    """`?tab=explore&example=i`: (input image, session, explore outputs...) or None."""
-    path = startup_example(query, "explore")
-    return None if path is None else (path, *explore_run(path))
+def explore_example(payload, box_mode=BOX_AUTO, boxes_text="", *settings):
+    """An example photo clicked: run it on its people's boxes (``examples.example_boxes``) with the other current
+    settings. Returns (box mode, box text, *explore_run's outputs)."""
+    box_mode, boxes_text = example_boxes(payload, box_mode, boxes_text)
+    return (box_mode, boxes_text, *explore_run(payload, box_mode, boxes_text, *settings))
 
+
+def startup_explore(query: dict):
+    """`?tab=explore&example=i`: (input image, box mode, box text, session, explore outputs...) or None."""
+    path = startup_example(query, "explore")
+    return None if path is None else (path, *explore_example(path))
+
+
+def shown_person(session: ExploreSession | None, person):
+    """The person # field after a run / redraw: the number typed, clamped to the people of the session."""
+    if session is None:
+        return gr.skip()
+    return person_choice(person, len(session.boxes))[0]

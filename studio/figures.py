@@ -3,6 +3,9 @@ sweep curves, CropCOCO cases). Plain functions: people / curves in, ``go.Figure`
 
 from __future__ import annotations
 
+import base64
+
+import cv2
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -71,27 +74,67 @@ def _to_crop(xy, center, scale) -> np.ndarray:
     return (np.asarray(xy, np.float64) - (c - s / 2)) * np.array([191.0, 255.0]) / s
 
 
+def image_uri(rgb: np.ndarray, quality: int = 85) -> str:
+    """(H,W,3) uint8 RGB -> a JPEG data URI: figures carry pictures as ~10 KB images, not as number lists."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def blend_map(crop: np.ndarray, z: np.ndarray, colormap: int, alpha: float) -> np.ndarray:
+    """The crop (256,192,3) uint8 with map z (h,w) coloured by the OpenCV `colormap` (scaled to z's finite range,
+    as a plotly heatmap) at opacity `alpha` where z is finite. Map cell j covers the crop pixels nearest to its UDP
+    position j * (191 / (w - 1)), the cells a heatmap trace on ``_map_axes`` would draw."""
+    h, w = z.shape
+    ch, cw = crop.shape[:2]
+    iy = np.rint(np.arange(ch) * (h - 1) / (ch - 1)).astype(int)
+    ix = np.rint(np.arange(cw) * (w - 1) / (cw - 1)).astype(int)
+    zz = np.asarray(z, np.float64)[iy][:, ix]
+    valid = np.isfinite(zz)
+    if not valid.any():
+        return crop
+    lo, hi = float(zz[valid].min()), float(zz[valid].max())
+    u8 = np.clip((np.where(valid, zz, lo) - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
+    color = cv2.cvtColor(cv2.applyColorMap(u8, colormap), cv2.COLOR_BGR2RGB)
+    out = crop.copy()
+    mixed = alpha * color.astype(np.float32) + (1 - alpha) * crop.astype(np.float32)
+    out[valid] = np.rint(mixed[valid]).astype(np.uint8)
+    return out
+
+
+_REGION_COLOR = np.array([0, 200, 255], np.float32)  # "#00c8ff"
+
+
 def _map_row(fig, row: int, crop: np.ndarray, pmap: np.ndarray, eoks: np.ndarray, mask: np.ndarray | None,
              marks) -> None:
     """One row of the keypoint panel: map and expected-OKS surface over the crop, then the credible region
-    (``mask`` on the map grid) with ``marks`` = [(name, crop xy, marker dict)]."""
-    xs, ys = _map_axes(*pmap.shape)
-    for col, z, scale in ((1, pmap, "Hot"), (2, eoks, "Viridis")):
-        fig.add_trace(go.Image(z=crop, opacity=1.0, hoverinfo="skip"), row=row, col=col)
-        zz = np.where(z > 0, z, np.nan) if col == 1 else z
-        fig.add_trace(go.Heatmap(z=zz, x=xs, y=ys, colorscale=scale, opacity=0.6, showscale=False,
-                                 hovertemplate="x=%{x:.0f} y=%{y:.0f} value=%{z:.4f}<extra></extra>"),
-                      row=row, col=col)
-    fig.add_trace(go.Image(z=crop, hoverinfo="skip"), row=row, col=3)
+    (``mask`` on the map grid) with ``marks`` = [(name, crop xy, marker dict)]. The three pictures are composed
+    here and sent as JPEG images (a few 10 KB), the marks as plotly markers."""
+    region = crop
     if mask is not None:
-        fig.add_trace(go.Heatmap(z=np.where(mask, 1.0, np.nan), x=xs, y=ys, showscale=False, opacity=0.45,
-                                 colorscale=[[0, "#00c8ff"], [1, "#00c8ff"]], hoverinfo="skip"), row=row, col=3)
+        in_region = _upsampled(mask, crop.shape[:2])
+        region = crop.copy()
+        region[in_region] = np.rint(0.45 * _REGION_COLOR + 0.55 * crop[in_region].astype(np.float32)).astype(np.uint8)
+    pictures = (blend_map(crop, np.where(pmap > 0, pmap, np.nan), cv2.COLORMAP_HOT, 0.6),
+                blend_map(crop, eoks, cv2.COLORMAP_VIRIDIS, 0.6), region)
+    for col, picture in enumerate(pictures, 1):
+        fig.add_trace(go.Image(source=image_uri(picture), hoverinfo="skip"), row=row, col=col)
     for name, xy, marker in marks:
         fig.add_trace(go.Scatter(x=[xy[0]], y=[xy[1]], mode="markers", name=name, marker=marker), row=row, col=3)
     for col in (1, 2, 3):
         n = (row - 1) * 3 + col
         fig.update_xaxes(visible=False, range=[-0.5, 191.5], row=row, col=col)
         fig.update_yaxes(visible=False, range=[255.5, -0.5], scaleanchor=f"x{'' if n == 1 else n}", row=row, col=col)
+
+
+def _upsampled(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Map-grid bool mask -> crop grid (nearest UDP cell, as ``blend_map``)."""
+    h, w = mask.shape
+    iy = np.rint(np.arange(shape[0]) * (h - 1) / (shape[0] - 1)).astype(int)
+    ix = np.rint(np.arange(shape[1]) * (w - 1) / (shape[1] - 1)).astype(int)
+    return np.asarray(mask, bool)[iy][:, ix]
 
 
 _ARGMAX_MARK = dict(symbol="x", size=12, color="red")
@@ -184,6 +227,35 @@ def dual_keypoint_figure(image: np.ndarray, person, k: int, mass: float) -> go.F
     return fig
 
 
+# A credible region over more than this fraction of the map is not outlined on the canvas: the map is diffuse and
+# an outline would cover the whole window (the status line says so instead).
+DIFFUSE_REGION = 0.5
+
+
+def region_outlines(person, k: int, mass: float, which: str = "expert") -> tuple[list[np.ndarray], float]:
+    """(outlines in image px, fraction of the map the region covers) of keypoint k's ``mass`` credible region,
+    for the canvas. One-pixel gaps are closed and specks under 4 map px dropped before outlining, so a diffuse or
+    row-striped map (the demo model's maps alternate rows) gives areas, not stripes across the padding; no
+    outlines when the region covers over ``DIFFUSE_REGION`` of the map."""
+    import cv2
+
+    from probpose import codec, dual_codec, geometry
+
+    region = person.credible_region(k, mass, which)
+    mask = np.asarray(region.mask, bool)
+    frac = float(mask.mean())
+    if frac > DIFFUSE_REGION:
+        return [], frac
+    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    keep = np.isin(labels, [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= 4])
+    polys = codec.region_outline(keep if keep.any() else mask)
+    if getattr(person, "is_dual", False):
+        pad = person.map_paddings[MAP_CHOICES_DH.index(which)]
+        return [dual_codec.map_to_image(q, pad, person.center, person.scale) for q in polys], frac
+    return [geometry.heatmap_to_image(q, person.center, person.scale) for q in polys], frac
+
+
 def draw_result(image: np.ndarray, result, highlight_person: int | None = None, keypoint: int | None = None,
                 mass: float = DEFAULT_MASS) -> np.ndarray:
     """Padded canvas with out-of-image keypoints, activation windows and presence-coloured skeletons; with a
@@ -212,9 +284,28 @@ def draw_result(image: np.ndarray, result, highlight_person: int | None = None, 
             center, scale = map_crop(p, which)
             warped = warp_map_to_image(shown, center, scale, (canvas.shape[1], canvas.shape[0]), offset)
             canvas = overlay_map(canvas, warped, alpha=0.55, vmax=float(warped.max()) or None)
-            canvas = draw_credible_region(canvas, p.credible_region(keypoint, mass, which), offset)
+            outlines, _ = region_outlines(p, keypoint, mass, which)
+            canvas = draw_credible_region(canvas, outlines, offset)
         highlight = (i, keypoint)
     return draw_poses(image, people, highlight=highlight, canvas=(canvas, offset))
+
+
+def case_error_figure(err, labels, annotated) -> go.Figure:
+    """Per-keypoint error bars of a CropCOCO case: 1 - the keypoint's Ex-OKS similarity for annotated keypoints;
+    keypoints without annotation have no error (not 0, "perfect"): grey "n/a" marks instead of bars.
+    err (K,) with NaN / None where not annotated, labels (K,) str, annotated (K,) bool."""
+    err = np.array([np.nan if v is None else v for v in err], dtype=float)
+    annotated = np.asarray(annotated, bool) & np.isfinite(err)
+    fig = go.Figure(go.Bar(x=KEYPOINT_LABELS, y=np.where(annotated, err, np.nan), marker_color="#d62728",
+                           hovertext=list(labels), name="error (annotated)"))
+    missing = [KEYPOINT_LABELS[k] for k in np.flatnonzero(~annotated)]
+    if missing:
+        fig.add_scatter(x=missing, y=[0.03] * len(missing), mode="text", text=["n/a"] * len(missing),
+                        textfont=dict(color="grey"), name="not annotated", hoverinfo="x+name")
+    fig.update_layout(height=320, yaxis_title="1 - keypoint Ex-OKS similarity", yaxis_range=[0, 1.05],
+                      margin=dict(l=50, r=10, t=30, b=80), showlegend=bool(missing),
+                      legend=dict(orientation="h", x=0, y=1.12))
+    return fig
 
 
 def compare_maps_figure(image: np.ndarray, pp_person, hm_person, k: int) -> go.Figure:
@@ -226,15 +317,13 @@ def compare_maps_figure(image: np.ndarray, pp_person, hm_person, k: int) -> go.F
             else f"ProbPose: P(location) of {KEYPOINT_LABELS[k]}")
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.04,
                         subplot_titles=(left, f"baseline: heatmap of {KEYPOINT_LABELS[k]}"))
-    for col, person, scale in ((1, pp_person, "Hot"), (2, hm_person, "Viridis")):
+    for col, person, colormap in ((1, pp_person, cv2.COLORMAP_HOT), (2, hm_person, cv2.COLORMAP_VIRIDIS)):
         dual = col == 1 and person.is_dual
         m = person.map_distribution(k, which) if dual else np.asarray(person.probmaps, dtype=np.float64)[k]
-        xs, ys = _map_axes(*m.shape)
         center, scale_ = map_crop(person, which) if dual else (person.center, person.scale)
-        fig.add_trace(go.Image(z=crop_image(image, center, scale_), hoverinfo="skip"), row=1, col=col)
-        fig.add_trace(go.Heatmap(z=np.where(m > (0 if col == 1 else 0.02), m, np.nan), x=xs, y=ys, opacity=0.6,
-                                 colorscale=scale, showscale=False,
-                                 hovertemplate="value=%{z:.4f}<extra></extra>"), row=1, col=col)
+        picture = blend_map(crop_image(image, center, scale_), np.where(m > (0 if col == 1 else 0.02), m, np.nan),
+                            colormap, 0.6)
+        fig.add_trace(go.Image(source=image_uri(picture), hoverinfo="skip"), row=1, col=col)
         fig.update_xaxes(visible=False, range=[-0.5, 191.5], row=1, col=col)
         fig.update_yaxes(visible=False, range=[255.5, -0.5], scaleanchor="x" if col == 1 else "x2", row=1, col=col)
     fig.update_layout(height=380, margin=dict(l=5, r=5, t=40, b=5))

@@ -12,6 +12,7 @@ from probpose.constants import KEYPOINT_NAMES, NUM_KEYPOINTS
 from probpose.errors import BoxError, ImageLoadError, ProbPoseError
 from studio import settings
 
+MIN_SIDE = 8  # px: smaller images hold no person worth a pose (and make degenerate boxes)
 BOX_AUTO = "automatic (person detector)"
 BOX_WHOLE = "whole image"
 BOX_TYPED = "typed / clicked boxes"
@@ -46,14 +47,13 @@ def load_input_image(payload) -> tuple[np.ndarray, list[str]]:
     if src is None:
         raise ImageLoadError("No image: upload a photo, take a webcam snapshot or click an example.")
     image, info = load_image_with_info(src, max_pixels=settings.MAX_PIXELS)
-    notes = list(info.notes)
-    if info.exif_rotated:
-        notes.append("EXIF rotation applied")
-    if info.alpha_composited:
-        notes.append("transparency composited on white")
+    notes = list(info.notes)  # the loader already names EXIF rotation and transparency: no second note
     if info.source_mode not in ("RGB", "uint8 (H,W,3)"):
         notes.append(f"converted from {info.source_mode}")
     h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ImageLoadError(f"The image is only {w}x{h} pixels: too small to hold a person. Use a photo at least "
+                             f"{MIN_SIDE} pixels on each side.")
     if max(h, w) > settings.MAX_SIDE:
         import cv2
 
@@ -64,12 +64,12 @@ def load_input_image(payload) -> tuple[np.ndarray, list[str]]:
 
 
 def parse_boxes(text: str | None, image_size: tuple[int, int]) -> np.ndarray:
-    """The box field -> (N, 4) xyxy clipped to the image (``probpose.boxes.parse_boxes``: one 'x1,y1,x2,y2' per
-    line or ';'-separated). Raises BoxError; an empty field gets the app's hint on how to give boxes."""
+    """The box field -> (N, 4) xyxy, unclipped (``probpose.boxes.parse_boxes``: one 'x1,y1,x2,y2' per line or
+    ';'-separated). Raises BoxError; an empty field gets the app's hint on how to give boxes."""
     if not (text or "").strip():
         raise BoxError("No boxes typed: write one 'x1,y1,x2,y2' per line, click two corners on the image, "
                        "or choose automatic / whole image.")
-    return _parse_boxes(text, image_size)
+    return _parse_boxes(text, image_size, max_boxes=settings.MAX_PEOPLE)  # the UI and the API alike
 
 
 def box_mode_choice(mode: str | None) -> str:
@@ -93,7 +93,7 @@ def resolve_boxes(image: np.ndarray, mode: str | None, text: str | None) -> tupl
 
     h, w = image.shape[:2]
     mode = box_mode_choice(mode)
-    whole = np.array([[0.0, 0.0, w - 1.0, h - 1.0]])
+    whole = np.array([[0.0, 0.0, float(w), float(h)]])  # the official whole-image box
     if mode == BOX_TYPED:
         return parse_boxes(text, (w, h)), "given", []
     if mode == BOX_WHOLE:
@@ -150,11 +150,37 @@ def keypoint_index(keypoint: str | int | None) -> int:
 
 
 def person_index(person, n: int) -> int:
+    """The person # field -> a valid index (see ``person_choice`` for the note on a clamped value)."""
+    return person_choice(person, n)[0]
+
+
+def person_choice(person, n: int, what: str = "person") -> tuple[int, str]:
+    """(index in 0..n-1, note). A number outside the range (or not a number) is clamped, and the note says so,
+    so the UI can show the clamped value in the field and explain it."""
     try:
-        i = int(float(person or 0))
+        asked = float(person if person not in (None, "") else 0)
+        i = int(asked) if np.isfinite(asked) else 0
     except (TypeError, ValueError):
-        i = 0
-    return int(np.clip(i, 0, max(n - 1, 0)))
+        asked, i = None, 0
+    last = max(n - 1, 0)
+    shown = int(np.clip(i, 0, last))
+    if asked is not None and np.isfinite(asked) and asked == shown:
+        return shown, ""
+    count = f"{n} {what if n == 1 else ('people' if what == 'person' else what + 's')}"
+    return shown, f"{what.capitalize()} # {person!r} does not exist here ({count}, numbered 0 to {last}): showing {shown}."
+
+
+def unit_value(value, name: str, *, low: float = 0.0, high: float = 1.0, low_open: bool = False) -> float:
+    """A slider / API number -> float in [low, high] (``low_open``: above low). Raises ProbPoseError naming the
+    field for text, NaN or out-of-range values (an API caller can send anything)."""
+    bounds = f"{'above' if low_open else 'from'} {low:g} {'and at most' if low_open else 'to'} {high:g}"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ProbPoseError(f"The {name} must be a number {bounds}, got {value!r}.") from None
+    if not np.isfinite(v) or v < low or v > high or (low_open and v == low):
+        raise ProbPoseError(f"The {name} must be a number {bounds}, got {value!r}.")
+    return v
 
 
 def payload_key(payload) -> str | None:

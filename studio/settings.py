@@ -19,6 +19,14 @@ MAX_CACHED_MODELS = 4
 # people per Recompute button press (the analysis tabs run on a small subset)
 RECOMPUTE_PEOPLE = int(os.environ.get("PROBPOSE_APP_RECOMPUTE_PEOPLE", "40"))
 DEFAULT_MASS = 0.75  # the official visualiser fills the 75 % credible region
+# Bounded disk and memory (docs/app.md): Gradio's upload / output cache is swept every CACHE_SWEEP_SECONDS of
+# files older than CACHE_MAX_AGE_SECONDS (gr.Blocks(delete_cache=...)); the cached network outputs (gr.State) of
+# at most MAX_SESSIONS browser sessions are kept, least recently used dropped first (launch
+# state_session_capacity), and none longer than SESSION_TTL_SECONDS. A dropped session's sliders ask for Run again.
+CACHE_SWEEP_SECONDS = int(os.environ.get("PROBPOSE_APP_CACHE_SWEEP", "300"))
+CACHE_MAX_AGE_SECONDS = int(os.environ.get("PROBPOSE_APP_CACHE_MAX_AGE", "900"))
+MAX_SESSIONS = int(os.environ.get("PROBPOSE_APP_MAX_SESSIONS", "24"))
+SESSION_TTL_SECONDS = int(os.environ.get("PROBPOSE_APP_SESSION_TTL", "3600"))
 
 
 def allowed_paths() -> list[str]:

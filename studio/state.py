@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import tempfile
 import time
 import traceback
@@ -19,7 +21,7 @@ import torch
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD
 from probpose.errors import ProbPoseError
 from studio import spaces  # imported first by studio/__init__ (ZeroGPU)
-from studio.inputs import load_input_image, resolve_boxes
+from studio.inputs import load_input_image, resolve_boxes, unit_value
 from studio.models import ModelSpec, banner, get_model, has_presence, load_model, model_kind, model_spec
 
 log = logging.getLogger("probpose.app")
@@ -55,10 +57,23 @@ def notify(message: str) -> None:
 
 
 def user_message(err: BaseException) -> str:
+    """A short message for the status line and the toast: the error's own for user mistakes, a generic one (and
+    a logged traceback) for bugs. Server temp paths of uploads become their file names, and '<' / '>' are
+    escaped so Markdown / the toast do not swallow them as HTML."""
     if isinstance(err, ProbPoseError):
-        return str(err)
+        return _public(str(err))
     log.error("unexpected error in an app handler:\n%s", "".join(traceback.format_exception(err)))
-    return f"Internal error ({type(err).__name__}: {err}). The app is still running; try another input."
+    return _public(f"Internal error ({type(err).__name__}: {err}). The app is still running; try another input.")
+
+
+_TEMP_ROOTS = tuple({os.path.realpath(tempfile.gettempdir()), tempfile.gettempdir(),
+                     os.environ.get("GRADIO_TEMP_DIR", "") or tempfile.gettempdir()})
+_TEMP_PATH = re.compile("(?:" + "|".join(re.escape(r.rstrip("/")) for r in _TEMP_ROOTS) + r")/[^\s'\"`]*/([^/\s'\"`]+)")
+
+
+def _public(message: str) -> str:
+    message = _TEMP_PATH.sub(r"\1", message)  # '/tmp/gradio/3f2a.../photo.jpg' -> 'photo.jpg'
+    return message.replace("<", "&lt;").replace(">", "&gt;")
 
 
 @dataclass
@@ -77,6 +92,9 @@ class ExploreSession:
     notes: list[str] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # what the browser shows now, per output ("keypoint", "bars"): a redraw that would rebuild the same figure
+    # sends gr.skip() instead (Gradio has no partial figure update; this keeps slider moves small)
+    views: dict = field(default_factory=dict)
 
 
 @gpu(duration=60)
@@ -116,7 +134,15 @@ def run_session(payload, box_mode: str | None, boxes_text: str | None, model_cho
 
 
 def decoder_key(decoder: str | None) -> str:
-    return DECODER_KEYS.get(decoder or DECODER_EOKS, decoder or "expected_oks")
+    """The decoder radio value (or an API caller's expected_oks / argmax) -> the predictor's decoder name."""
+    if decoder in (None, ""):
+        return DECODER_KEYS[DECODER_EOKS]
+    if decoder in DECODER_KEYS:
+        return DECODER_KEYS[decoder]
+    if decoder in DECODER_KEYS.values():
+        return decoder
+    raise ProbPoseError(f"Unknown decoder {decoder!r}: use {DECODER_EOKS!r} or {DECODER_ARGMAX!r} "
+                        "(API: expected_oks or argmax).")
 
 
 def raw_dual_maps(session: ExploreSession) -> bool:
@@ -196,7 +222,8 @@ def temperature_note(session: ExploreSession, calibrated: bool) -> str:
 def decode_session(session: ExploreSession, decoder: str | None = DECODER_EOKS,
                    presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD, calibrated: bool = True):
     """PoseResult from the cached outputs (no network)."""
-    kwargs = {"decoder": decoder_key(decoder), "presence_threshold": float(presence_threshold)}
+    kwargs = {"decoder": decoder_key(decoder),
+              "presence_threshold": unit_value(presence_threshold, "presence threshold")}
     t = session_temperature(session, calibrated)
     if t is not None:
         kwargs["temperature"] = t

@@ -6,7 +6,7 @@ import gradio as gr
 import numpy as np
 
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD
-from studio.examples import startup_example
+from studio.examples import example_boxes, startup_example
 from studio.figures import draw_result, empty_figure, sweep_figure
 from studio.inputs import BOX_AUTO, payload_key
 from studio.models import MODEL_EMBEDDED, banner
@@ -37,13 +37,13 @@ def sweep_views(data: dict | None = None):
 
 
 def sweep_preview(state, payload, threshold=DEFAULT_PRESENCE_THRESHOLD, model_choice=MODEL_EMBEDDED,
-                  model_path=""):
-    """The threshold's effect on one image: the network runs once per image (cached in `state`), the slider
-    only re-decodes. Returns (state, drawing, markdown)."""
+                  model_path="", box_mode=BOX_AUTO, boxes_text=""):
+    """The threshold's effect on one image: the network runs once per image and boxes (cached in `state`), the
+    slider only re-decodes. Returns (state, drawing, markdown)."""
     try:
-        key = (payload_key(payload), model_choice, model_path)
+        key = (payload_key(payload), model_choice, model_path, box_mode, boxes_text)
         if state is None or state[0] != key or key[0] is None:
-            state = (key, run_session(payload, BOX_AUTO, "", model_choice, model_path))
+            state = (key, run_session(payload, box_mode, boxes_text, model_choice, model_path))
         session = state[1]
         result = decode_session(session, DECODER_EOKS, threshold)
         n = sum(int(np.sum(p.present)) for p in result.people)
@@ -59,9 +59,19 @@ def sweep_preview(state, payload, threshold=DEFAULT_PRESENCE_THRESHOLD, model_ch
         return state, None, f"**Could not run:** {message}"
 
 
+def sweep_example(state, payload, threshold=DEFAULT_PRESENCE_THRESHOLD, model_choice=MODEL_EMBEDDED,
+                  model_path="", box_mode=BOX_AUTO, boxes_text=""):
+    """An example photo clicked: the threshold on its people's boxes. Returns (box mode, box text,
+    *sweep_preview's outputs)."""
+    box_mode, boxes_text = example_boxes(payload, box_mode, boxes_text)
+    return (box_mode, boxes_text,
+            *sweep_preview(state, payload, threshold, model_choice, model_path, box_mode, boxes_text))
+
+
 def startup_sweep(query: dict):
+    """`?tab=sweep&example=i`: (input image, box mode, box text, state, drawing, markdown) or None."""
     path = startup_example(query, "sweep")
-    return None if path is None else (path, *sweep_preview(None, path))
+    return None if path is None else (path, *sweep_example(None, path))
 
 
 def sweep_recompute(progress=gr.Progress(), request: gr.Request = None):  # noqa: B008  (Gradio injects it)

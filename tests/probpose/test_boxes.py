@@ -13,9 +13,10 @@ def test_lines_semicolons_brackets_and_corner_order():
     np.testing.assert_array_equal(parse_boxes("1,2,3,4; 5,6,7,8"), [[1, 2, 3, 4], [5, 6, 7, 8]])
 
 
-def test_clipped_to_the_image_when_its_size_is_known():
+def test_never_clipped_only_checked_against_the_image():
+    # boxes reaching past the border go to the predictor as typed (the official pipeline does not clip them)
     np.testing.assert_allclose(parse_boxes("-50,-50,40,60;300,400,900,900", (320, 480)),
-                               [[0, 0, 40, 60], [300, 400, 319, 479]])
+                               [[-50, -50, 40, 60], [300, 400, 900, 900]])
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -30,3 +31,15 @@ def test_bad_text_is_a_box_error(text, needle):
 def test_outside_the_image():
     with pytest.raises(BoxError, match="outside the 64x48 image"):
         parse_boxes("100,100,200,200", (64, 48))
+
+
+def test_typed_boxes_are_capped_before_parsing():
+    from probpose.boxes import MAX_BOXES
+
+    text = "\n".join(["10,10,100,200"] * (MAX_BOXES + 1))
+    with pytest.raises(BoxError, match=f"Too many boxes: {MAX_BOXES + 1} given, at most {MAX_BOXES}"):
+        parse_boxes(text)
+    assert parse_boxes("10,10,100,200;5,5,60,60", max_boxes=2).shape == (2, 4)
+    with pytest.raises(BoxError, match="at most 1 per image"):
+        parse_boxes("10,10,100,200;5,5,60,60", max_boxes=1)
+    assert parse_boxes(text, max_boxes=None).shape == (MAX_BOXES + 1, 4)

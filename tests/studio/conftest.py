@@ -48,3 +48,32 @@ def served(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    """(ProbPose, heatmap baseline) tiny random-init checkpoints, seeded, as .safetensors files."""
+    import torch
+
+    from probpose.models import probpose_test, vitpose_test
+    from probpose.weights import save_safetensors
+
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    return (save_safetensors(probpose_test().eval(), d / "pp.safetensors"),
+            save_safetensors(vitpose_test().eval(), d / "hm.safetensors"))
+
+
+@pytest.fixture()
+def studio_env(tiny_checkpoints, monkeypatch, tmp_path):
+    """The handlers on the tiny checkpoints (PROBPOSE_WEIGHTS / the baseline variable) and an empty precomputed
+    folder; the model cache is cleared before and after."""
+    from studio import models, settings
+
+    pp, hm = tiny_checkpoints
+    monkeypatch.setenv("PROBPOSE_WEIGHTS", str(pp))
+    monkeypatch.setenv(models.ENV_BASELINE, str(hm))
+    monkeypatch.setattr(settings, "PRECOMPUTED_DIR", tmp_path / "precomputed")
+    models.clear_model_cache()
+    yield
+    models.clear_model_cache()

@@ -32,8 +32,11 @@ def test_every_public_endpoint(served, photo):
 
     app, url, _ = served
     client = _client(url)
-    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {n.lstrip("/") for n in named} == PUBLIC
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {n.lstrip("/") for n in api} == PUBLIC
+    # every output has a name (a label), not Gradio's fallback `value_<id>`
+    unnamed = {n: [r["label"] for r in ep["returns"] if r["label"].startswith("value_")] for n, ep in api.items()}
+    assert not any(unnamed.values()), unnamed
 
     data, drawing = client.predict(handle_file(photo), "100,50,300,400", api_name="/predict")
     assert data["people"][0]["box"] == [100, 50, 300, 400] and len(data["people"][0]["keypoints"]) == 17
@@ -66,7 +69,7 @@ def test_every_public_endpoint(served, photo):
     out = client.predict("right_ankle", 0.5, 0, api_name="/compare_redraw")
     assert "baseline" in out[-1]
 
-    state_img, md = client.predict(handle_file(photo), 0.42, api_name="/sweep_preview")
+    state_img, md = client.predict(handle_file(photo), 0.42, box_mode=app.inputs.BOX_WHOLE, api_name="/sweep_preview")
     assert state_img is not None and "0.42" in md
 
     analysis = client.predict(api_name="/analysis")

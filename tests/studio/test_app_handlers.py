@@ -101,10 +101,12 @@ def test_predict_typed_boxes_and_json(app_env, photo):
     assert data["model"]["kind"] == "probpose" and drawing.dtype == np.uint8
 
 
-def test_automatic_boxes_fall_back_to_whole_image(app_env):
+def test_automatic_boxes_say_nobody_and_whole_image_is_explicit(app_env):
     flat = np.full((200, 160, 3), 127, np.uint8)  # nobody here
-    session = explore.explore_run(flat)[0]
-    assert session.box_source == "whole" and any("no person" in n for n in session.notes)
+    session, drawing, data, *_ = explore.explore_run(flat)
+    assert session is None and drawing is None and "No person found" in data["error"]
+    session = explore.explore_run(flat, inputs.BOX_WHOLE)[0]  # the fallback, when asked for
+    assert session.box_source == "whole"
 
 
 def _png_bytes(arr, mode=None, fmt="PNG") -> bytes:
@@ -177,7 +179,7 @@ def test_big_image_is_downscaled(app_env, monkeypatch):
 
 def test_parse_boxes_and_click_corners():
     boxes = inputs.parse_boxes("[10, 20, 110, 220]\n300 400 250 350; -50,-50,40,60", (320, 480))
-    np.testing.assert_allclose(boxes, [[10, 20, 110, 220], [250, 350, 300, 400], [0, 0, 40, 60]])
+    np.testing.assert_allclose(boxes, [[10, 20, 110, 220], [250, 350, 300, 400], [-50, -50, 40, 60]])  # unclipped
     pending, text, mode, _ = inputs.add_box_corner(None, "", (50, 60))
     assert pending == [50, 60] and text == "" and mode == inputs.BOX_TYPED
     pending, text, _, hint = inputs.add_box_corner(pending, text, (10, 200))
@@ -201,9 +203,10 @@ def test_compare_same_crops_and_cached_redraw(app_env, photo):
 
 def test_sweep_preview_runs_once_per_image(app_env, photo):
     calls = _count_forwards(models.model_spec(models.MODEL_EMBEDDED))
-    state, drawing, md = sweep.sweep_preview(None, photo, 0.3)
+    whole = dict(box_mode=inputs.BOX_WHOLE)
+    state, drawing, md = sweep.sweep_preview(None, photo, 0.3, **whole)
     ran = calls[0]
-    state, drawing2, md2 = sweep.sweep_preview(state, photo, 0.9)
+    state, drawing2, md2 = sweep.sweep_preview(state, photo, 0.9, **whole)
     assert calls[0] == ran and "0.90" in md2 and drawing2 is not None
 
 
@@ -301,9 +304,10 @@ def test_dual_model_explore_redraw_and_keypoint_panel(app_env, tiny_dh, photo):
     texts = [a.text for a in kp.layout.annotations]
     assert f"{which} map of left wrist (merge's choice)" in texts
     assert any(t.startswith(f"merge chose the {which} map") for t in texts) and f"the {which} map" in status
-    maps = [t.z for t in kp.data if t.type == "heatmap" and t.colorscale[0][1] != "#00c8ff"][::2]
-    for z, w in zip(maps, ("expert", "wide"), strict=True):  # each shown as a distribution (raw maps normalised)
-        np.testing.assert_allclose(np.nan_to_num(np.asarray(z, float)), person.map_distribution(k, w), atol=1e-9)
+    # pictures travel as JPEG images (3 per map row), not as number lists (H13: redraw payload)
+    pictures = [t for t in kp.data if t.type == "image"]
+    assert len(pictures) == 6 and all(t.source.startswith("data:image/jpeg;base64,") for t in pictures)
+    assert not [t for t in kp.data if t.type == "heatmap"]
     # calibrated temperature: raw DH maps have none; explained, never raised
     for decoder in state.DECODER_CHOICES:
         out = explore.explore_redraw(session, decoder, 0.4, 0.9, "nose", 0, True)
@@ -334,3 +338,20 @@ def test_compare_with_dual_model(app_env, tiny_dh, photo):
     assert "wide map" in status and any("outside the activation window" in r[3] for r in rows)
     out = compare.compare_redraw(state, "nose", 0.6, 0)
     assert out[0] is not None and len(out[4]) == 17
+
+
+def test_redraw_sends_pictures_as_images_and_skips_unchanged_figures(app_env, photo):
+    """H13: the keypoint panel carries JPEG images (not number lists) and a redraw re-sends a figure only when it
+    changed (Gradio has no partial figure update)."""
+    import gradio as gr
+
+    session, drawing, data, bars, kp, status, path = explore.explore_run(photo, inputs.BOX_WHOLE,
+                                                                         keypoint="left_wrist")
+    assert len(kp.to_json()) < 250_000 and not [t for t in kp.data if t.type == "heatmap"]
+    assert all(t.source.startswith("data:image/jpeg;base64,") for t in kp.data if t.type == "image")
+    skip = gr.skip()
+    same_kp = explore.explore_redraw(session, state.DECODER_EOKS, 0.9, settings.DEFAULT_MASS, "left_wrist", 0, True)
+    assert same_kp[3] == skip and same_kp[2] != skip  # threshold moved: bars change, the keypoint panel does not
+    other = explore.explore_redraw(session, state.DECODER_EOKS, 0.9, settings.DEFAULT_MASS, "right_knee", 0, True)
+    assert other[3] != skip and other[2] == skip
+    assert "right knee" in " ".join(a.text for a in other[3].layout.annotations)

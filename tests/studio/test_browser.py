@@ -26,8 +26,8 @@ TIMEOUT_MS = 180_000  # one example on 2 busy CPU cores; a tiny model, but the d
 
 def _chromium() -> str:
     path = os.environ.get("PROBPOSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("no Chromium binary (apt-get install -y chromium)")
+    if not path or not os.access(path, os.X_OK):
+        pytest.skip("no Chromium binary (apt-get install -y chromium, or set PROBPOSE_CHROMIUM)")
     return path
 
 
@@ -50,7 +50,7 @@ def _drawing_src(page, selector: str) -> str | None:
 
 
 @pytest.mark.parametrize("tab", sorted(TABS))
-def test_clicking_examples_runs_them(served, browser, tab):
+def test_clicking_examples_runs_them(browser, served, tab):
     app, url, _ = served
     n = min(3, len(app.examples.example_images()))
     if n == 0:
@@ -61,7 +61,8 @@ def test_clicking_examples_runs_them(served, browser, tab):
     page.on("console", lambda m: toasts.append(m.text) if m.type == "error" and "toast" in m.text else None)
     try:
         page.goto(f"{url}?tab={tab}", wait_until="load")
-        items = page.locator(".gallery-item:visible")
+        page.locator(drawing_sel).wait_for(state="visible", timeout=60_000)  # `?tab=` has switched to the tab
+        items = page.locator(".tabitem:visible .gallery-item")
         items.first.wait_for(state="visible", timeout=60_000)
         assert items.count() >= n
         seen = set()

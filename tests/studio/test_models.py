@@ -82,6 +82,7 @@ def test_offline_opens_on_the_demo_models_with_a_banner_next_to_every_result(wor
     assert BANNER in md
 
 
+@pytest.mark.slow
 def test_official_files_in_the_cache_are_the_default(official, photo):
     spec = models.model_spec(models.MODEL_DEFAULT)
     assert spec.official and not spec.demo and "cache" in spec.reason and models.banner(spec) == ""

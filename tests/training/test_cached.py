@@ -1,0 +1,71 @@
+"""Trunk-feature cache (training.features) and head training on it (training.cached), end to end on real people."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from probpose.weights import EMBEDDED_WEIGHTS
+from training import features
+from training.cached import CachedTrainConfig, export, head_forward, make_batch, train
+from training.data import AugmentConfig
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "coco_subset" / "train2017").is_dir(), reason="../shared/data absent")
+
+
+@pytest.fixture
+def tiny_cache(tmp_path, monkeypatch):
+    # Torch trunk (no sdist needed), only coco_subset/train, 6 views.
+    monkeypatch.setenv("TFPOSE_SDIST", str(tmp_path / "absent.tar.gz"))
+    monkeypatch.setattr(features, "TRAIN_SOURCES", features.TRAIN_SOURCES[:1])
+    out = tmp_path / "cache"
+    aug = AugmentConfig(crop_prob=0.0)
+    n = features.build_cache(out, 1, 2, aug, 0.8, 0, EMBEDDED_WEIGHTS, batch=3, max_views=6, data_root=DATA)
+    assert n == 6
+    return out
+
+
+@needs_data
+def test_cache_is_resumable_and_deterministic(tiny_cache, monkeypatch):
+    c = features.CombinedCache([tiny_cache])
+    assert c.done == 6 and c.read(np.arange(6)).shape == (6, 185, 32, 24)
+    assert np.isfinite(c.read(np.arange(6))).all()
+    # Same view of the same person: same augmentation draw (a pure function of seed, view, person).
+    p, v, s = c.samples[0]
+    again = features.make_sample(features.read_image_rgb(c.people[p].image_path), c.people[p],
+                                 features.view_augment(AugmentConfig(crop_prob=0.0), v, 0.8),
+                                 np.random.default_rng((0, v, p)))
+    np.testing.assert_allclose(again.keypoints, s.keypoints)
+    # Asking for more continues where it stopped; other settings in the same folder are refused.
+    aug = AugmentConfig(crop_prob=0.0)
+    assert features.build_cache(tiny_cache, 1, 2, aug, 0.8, 0, EMBEDDED_WEIGHTS, batch=3, max_views=9,
+                                data_root=DATA) == 9
+    with pytest.raises(SystemExit, match="other settings"):
+        features.build_cache(tiny_cache, 1, 2, aug, 0.5, 0, EMBEDDED_WEIGHTS, max_views=9, data_root=DATA)
+
+
+@needs_data
+@pytest.mark.parametrize("kind", ["probpose", "heatmap", "probpose_dh"])
+def test_heads_train_on_the_cache_and_export(kind, tiny_cache, tmp_path):
+    cfg = CachedTrainConfig(kind=kind, cache=[str(tiny_cache)], trunk=str(EMBEDDED_WEIGHTS),
+                            out_dir=str(tmp_path / kind), steps=2, batch_size=4, warmup=1, log_interval=1,
+                            checkpoint_interval=1, coco_fraction=1.0, threads=1)
+    ckpt = train(cfg)
+    assert torch.load(ckpt, weights_only=False)["step"] == 2
+    from probpose.models import build_model  # noqa: F401  (the exported file loads through load_pretrained)
+    from probpose.weights import load_pretrained
+
+    path = export(cfg, tmp_path / f"{kind}.safetensors", calibrate=False)
+    model = load_pretrained(str(path))
+    assert model.kind == kind
+    # The cached path (neck + head on cached features) equals the full model on the same features.
+    c = features.CombinedCache([tiny_cache])
+    batch = make_batch(c, np.arange(2), kind, model.config)
+    with torch.no_grad():
+        out = head_forward(model, batch["feats"])
+    maps = out.heatmaps if kind == "heatmap" else (out.expert_maps if kind == "probpose_dh" else out.probmaps)
+    assert maps.shape == (2, 17, 64, 48) and torch.isfinite(maps).all()
