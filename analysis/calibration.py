@@ -34,6 +34,8 @@ __all__ = [
     "maps_at_temperature",
     "expected_oks_nll",
     "fit_map_temperature",
+    "MAP_TEMPERATURE_BOUNDS",
+    "at_bound",
     "mass_above",
     "coverage",
     "split_by_image",
@@ -221,7 +223,17 @@ def expected_oks_nll(maps: np.ndarray, gt_xy: np.ndarray, keypoint: np.ndarray, 
     return -np.log(e + 1e-10)
 
 
-def fit_map_temperature(samples: MapSamples, bounds: tuple[float, float] = (0.05, 5.0),
+# The map-temperature search range: wide enough that the demo models' optimum (about 4-5) is inside it, not on it.
+MAP_TEMPERATURE_BOUNDS = (0.05, 50.0)
+
+
+def at_bound(t: float, bounds: tuple[float, float], rel: float = 0.05) -> bool:
+    """True when a fitted temperature sits on its search bound (within ``rel`` in log space, i.e. the golden
+    search tolerance): it is then no optimum and must be reported as "at bound", not as the fit."""
+    return bool(abs(math.log(t / bounds[0])) < rel or abs(math.log(bounds[1] / t)) < rel)
+
+
+def fit_map_temperature(samples: MapSamples, bounds: tuple[float, float] = MAP_TEMPERATURE_BOUNDS,
                         max_samples: int = 3000, seed: int = 0, progress=None) -> float:
     """Sparsemax temperature minimising the mean expected-OKS NLL on ``samples`` (subsampled to
     ``max_samples`` for speed, seeded). Returns the model's 0.5 when there are no samples.

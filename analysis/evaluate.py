@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis.calibration import (
+    MAP_TEMPERATURE_BOUNDS,
     MapSamples,
+    at_bound,
     coverage,
     expected_calibration_error,
     fit_map_temperature,
@@ -263,7 +265,9 @@ def _calibration(run: RunOutput, seed: int, progress=None) -> dict:
             base_t = run.temperature  # "before" = the maps as the model outputs them
             cb = coverage(mass_above(maps_at_temperature(evs, base_t), evs.gt_xy))
             ca = coverage(mass_above(maps_at_temperature(evs, tm), evs.gt_xy))
-            out["maps"] = {"temperature_model": base_t, "temperature_fitted": tm, "coverage_before": cb.to_dict(),
+            out["maps"] = {"temperature_model": base_t, "temperature_fitted": tm,
+                           "temperature_at_bound": at_bound(tm, MAP_TEMPERATURE_BOUNDS),
+                           "temperature_bounds": list(MAP_TEMPERATURE_BOUNDS), "coverage_before": cb.to_dict(),
                            "coverage_after": ca.to_dict(), "coverage_ece_before": cb.ece,
                            "coverage_ece_after": ca.ece, "n_fit": int(in_fit.sum()), "n_eval": int((~in_fit).sum())}
     else:

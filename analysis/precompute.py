@@ -263,7 +263,8 @@ def calibration_view(metrics: dict) -> dict | None:
                                 "and evaluated on the other half."}
     if maps:
         out["maps"] = {"temperature": maps.get("temperature_fitted"), "model_temperature": maps.get(
-            "temperature_model"), "n_fit": maps.get("n_fit"), "n_eval": maps.get("n_eval"),
+            "temperature_model"), "at_bound": maps.get("temperature_at_bound"),
+                       "bounds": maps.get("temperature_bounds"), "n_fit": maps.get("n_fit"), "n_eval": maps.get("n_eval"),
                        "before": {**(maps.get("coverage_before") or {}), "ece": maps.get("coverage_ece_before")},
                        "after": {**(maps.get("coverage_after") or {}), "ece": maps.get("coverage_ece_after")}}
     if "reliability_before" in pres:

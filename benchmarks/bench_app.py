@@ -86,12 +86,13 @@ def start_app(port: int, tmp: Path, args) -> subprocess.Popen:
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                GRADIO_TEMP_DIR=str(tmp), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                PROBPOSE_APP_CACHE_SWEEP=str(args.cache_sweep), PROBPOSE_APP_CACHE_MAX_AGE=str(args.cache_age))
+    log = Path(tempfile.gettempdir()) / f"bench_app_{port}_stderr.txt"  # kept after the run
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp.parent / "app_stderr.txt", "w"))  # noqa: SIM115
+                            stderr=open(log, "w"))  # noqa: SIM115
     url = f"http://127.0.0.1:{port}/"
     for _ in range(600):
         if proc.poll() is not None:
-            raise RuntimeError(f"the app exited ({proc.returncode}); see {tmp.parent / 'app_stderr.txt'}")
+            raise RuntimeError(f"the app exited ({proc.returncode}); see {log}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return proc

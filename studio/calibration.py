@@ -31,16 +31,23 @@ def calibration_views(data: dict | None = None):
     for part, store in (("maps", maps), ("presence", presence)):
         block = pick(data, part, f"{part}_calibration", default={})
         t = pick(block, "temperature", "fitted_temperature")
+        t0 = pick(block, "model_temperature")
+        bound = bool(pick(block, "at_bound", default=False))
+        fit = ("" if t is None else "at the search bound (no optimum inside "
+               f"{list(pick(block, 'bounds', default=[]))})" if bound else "optimum")
         for stage in ("before", "after"):
             curve = pick(block, stage)
             if isinstance(curve, dict):
-                suffix = "before temperature scaling" if stage == "before" else f"after (T={t:.3g})" if t else "after"
+                if stage == "before":
+                    suffix = "as the model runs" + (f" (T={t0:.3g})" if t0 else "")
+                else:
+                    suffix = "refitted" + (f" (T={t:.3g}{', at bound' if bound else ''})" if t else "")
                 store[suffix] = curve
         b, a = pick(pick(block, "before", default={}), "ece", "ECE"), pick(pick(block, "after", default={}),
                                                                               "ece", "ECE")
         if b is not None or a is not None:
             rows.append([part, None if b is None else round(float(b), 4), None if a is None else round(float(a), 4),
-                         None if t is None else round(float(t), 4)])
+                         None if t is None else round(float(t), 4), fit])
     desc = pick(data, "description", "what", default="")
     n = pick(data, "n_people", "num_people", "people")
     info = "**Calibration** of ProbPose's probability maps (does the q-mass credible region hold the ground " \
@@ -48,7 +55,7 @@ def calibration_views(data: dict | None = None):
            "scaling." + (f" {desc}" if desc else "") + (f" ({n} people.)" if n else "") + caption(data)
     return (info, reliability_figure(maps, "probability maps", "credible mass q", "fraction of GT inside"),
             reliability_figure(presence, "presence", "predicted presence", "fraction actually inside"),
-            {"headers": ["output", "ECE before", "ECE after", "temperature"], "data": rows})
+            {"headers": ["output", "ECE before", "ECE after", "temperature", "temperature fit"], "data": rows})
 
 
 def calibration_recompute(progress=gr.Progress(), request: gr.Request = None):  # noqa: B008  (Gradio injects it)

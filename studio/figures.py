@@ -283,7 +283,12 @@ def draw_result(image: np.ndarray, result, highlight_person: int | None = None, 
             shown = m * float(np.clip(p.presence[keypoint], 0, 1))
             center, scale = map_crop(p, which)
             warped = warp_map_to_image(shown, center, scale, (canvas.shape[1], canvas.shape[0]), offset)
-            canvas = overlay_map(canvas, warped, alpha=0.55, vmax=float(warped.max()) or None)
+            rows, cols = np.flatnonzero(warped.any(axis=1)), np.flatnonzero(warped.any(axis=0))
+            if len(rows):  # blend only the map's bounding box (same pixels, a fraction of the canvas)
+                y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                canvas = canvas.copy()
+                canvas[y0:y1, x0:x1] = overlay_map(canvas[y0:y1, x0:x1], warped[y0:y1, x0:x1], alpha=0.55,
+                                                   vmax=float(warped.max()) or None)
             outlines, _ = region_outlines(p, keypoint, mass, which)
             canvas = draw_credible_region(canvas, outlines, offset)
         highlight = (i, keypoint)

@@ -48,6 +48,9 @@ class CachedTrainConfig:
     weight_decay: float = 1e-4
     warmup: int = 100
     coco_fraction: float = 0.4  # share of COCO views in a batch (the rest LSPET)
+    background_fraction: float = 0.0  # share of background (no-person) views, from `--background` caches
+    init_from: str | None = None  # start from this last.pt's model weights (a fresh optimiser and schedule)
+    train_only: list[str] = field(default_factory=list)  # name prefixes of the parameters to train; [] = all
     seed: int = 0
     threads: int = 2
     log_interval: int = 20
@@ -138,9 +141,13 @@ def losses_for(model: nn.Module, out, batch: dict) -> dict[str, torch.Tensor]:
     return d
 
 
-def _sampler_pools(cache: CombinedCache) -> tuple[np.ndarray, np.ndarray]:
-    src = np.array([cache.sources[p] != "lspet" for p, _, _ in cache.samples], dtype=bool)
-    return np.flatnonzero(src), np.flatnonzero(~src)
+def _sampler_pools(cache: CombinedCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of COCO, LSPET and background views."""
+    from training.features import BACKGROUND_VIEW
+
+    bg = np.array([v <= BACKGROUND_VIEW for _, v, _ in cache.samples], dtype=bool)
+    coco = np.array([cache.sources[p] != "lspet" for p, _, _ in cache.samples], dtype=bool)
+    return np.flatnonzero(coco & ~bg), np.flatnonzero(~coco & ~bg), np.flatnonzero(bg)
 
 
 def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
@@ -149,9 +156,12 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = build_mbt_model(cfg.kind, cfg.model)
-    params = [p for n, p in model.named_parameters() if not n.startswith("backbone.trunk.") and p.requires_grad]
-    for p in model.backbone.trunk.parameters():
-        p.requires_grad_(False)
+    if cfg.init_from:
+        model.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"], strict=False)
+    for n, p in model.named_parameters():
+        if n.startswith("backbone.trunk.") or (cfg.train_only and not n.startswith(tuple(cfg.train_only))):
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, wall = 0, 0.0
     ckpt_path = out / "last.pt"
@@ -163,9 +173,11 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
         print(f"resumed at step {step}", flush=True)
     wall0 = wall if max_minutes is None else 0.0  # --max-minutes counts from the first start
     model.train()
-    model.backbone.trunk.eval()
+    for m in model.modules():  # frozen batch norms keep their running statistics
+        if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
     cache = CombinedCache(cfg.cache)
-    coco, lspet = _sampler_pools(cache)
+    coco, lspet, background = _sampler_pools(cache)
     t_start = time.time()
     log = open(out / "log.jsonl", "a")
 
@@ -180,11 +192,13 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
         while step < cfg.steps:
             if step % cfg.reload_interval == 0 and step:
                 cache = CombinedCache(cfg.cache)
-                coco, lspet = _sampler_pools(cache)
+                coco, lspet, background = _sampler_pools(cache)
             rng = np.random.default_rng((cfg.seed, step))
-            n_coco = int(round(cfg.batch_size * cfg.coco_fraction)) if len(lspet) else cfg.batch_size
-            rows = np.concatenate([rng.choice(coco, n_coco), rng.choice(lspet, cfg.batch_size - n_coco)
-                                   if len(lspet) else np.empty(0, dtype=np.int64)])
+            n_bg = int(round(cfg.batch_size * cfg.background_fraction)) if len(background) else 0
+            n_coco = int(round(cfg.batch_size * cfg.coco_fraction)) if len(lspet) else cfg.batch_size - n_bg
+            n_lspet = cfg.batch_size - n_bg - n_coco
+            rows = np.concatenate([rng.choice(coco, n_coco), rng.choice(lspet, n_lspet) if n_lspet > 0 else [],
+                                   rng.choice(background, n_bg) if n_bg else []]).astype(np.int64)
             rows = np.unique(rows) if len(np.unique(rows)) > 1 else rows
             batch = make_batch(cache, rows, cfg.kind, model.config)
             progress = step / cfg.steps

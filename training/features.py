@@ -59,6 +59,43 @@ def view_augment(base: AugmentConfig, view: int, crop_prob: float) -> AugmentCon
     return AugmentConfig(**d)
 
 
+BACKGROUND_VIEW = -1  # the view index stored for background (no-person) crops
+
+
+def background_sample(image: np.ndarray, person: PersonRecord, others: list[np.ndarray], rng: np.random.Generator,
+                      tries: int = 50) -> Sample | None:
+    """A crop of the person's image with nobody in it: a box of about the person's size placed where its activation
+    window overlaps no annotated person box of the image by more than 5% of that box. All 17 keypoints are labelled
+    "outside the window" (annotated, far away, invisible), so only presence (0 everywhere) and visibility learn from
+    it. None when the image has no such place."""
+    from probpose.constants import INPUT_SIZE, NUM_KEYPOINTS
+    from probpose.geometry import box_to_window, udp_warp_matrix, warp_image
+
+    h, w = image.shape[:2]
+    bw, bh = person.box[2:] - person.box[:2]
+    for _ in range(tries):
+        s = rng.uniform(0.6, 1.4)
+        cw, ch = min(bw * s, w * 0.9), min(bh * s, h * 0.9)
+        cx, cy = rng.uniform(cw / 2, w - cw / 2), rng.uniform(ch / 2, h - ch / 2)
+        box = np.array([cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2])
+        center, scale = box_to_window(box)
+        win = np.concatenate([center - scale / 2, center + scale / 2])
+        ok = True
+        for b in others:
+            inter = np.maximum(0, np.minimum(win[2:], b[2:]) - np.maximum(win[:2], b[:2])).prod()
+            if inter > 0.05 * max((b[2:] - b[:2]).prod(), 1.0):
+                ok = False
+                break
+        if not ok:
+            continue
+        crop = warp_image(image, udp_warp_matrix(center, scale, 0.0), INPUT_SIZE)
+        k = NUM_KEYPOINTS
+        far = np.full((k, 2), -1e4)
+        return Sample(crop, far, np.ones(k, bool), np.zeros(k, bool), np.ones(k, bool), center, scale, 0.0,
+                      False, False, None)
+    return None
+
+
 @dataclass
 class CachePlan:
     """Order in which views are computed: COCO people get `coco_views`, LSPET `views`; all people's view v comes
@@ -195,7 +232,8 @@ class FeatureCache:
 
 def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, crop_prob: float, seed: int,
                 trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
-                data_root: Path = DATA_ROOT, first_view: int = 0, max_views: int | None = None) -> int:
+                data_root: Path = DATA_ROOT, first_view: int = 0, max_views: int | None = None,
+                background: bool = False) -> int:
     """Compute (or continue) the cache in `out`; returns the number of views done."""
     import cv2
 
@@ -206,7 +244,16 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
     lspet = np.array([i for i, s in enumerate(sources) if s == "lspet"])
     lspet = lspet[np.random.default_rng(seed).permutation(len(lspet))]
     plan = CachePlan(len(people), coco, lspet, views, coco_views, first_view).order()
+    if background:  # one background crop per COCO image and pass (people of the same image share it)
+        first = {}
+        for i in coco:
+            first.setdefault(people[i].image_path, int(i))
+        plan = [(i, BACKGROUND_VIEW - r) for r in range(views) for i in sorted(first.values())]
+        boxes: dict = {}
+        for person in people:
+            boxes.setdefault(person.image_path, []).append(person.box)
     meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "first_view": first_view, "seed": seed,
+            "background": background,
             "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"
@@ -233,9 +280,14 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
         crops, new = [], []
         for pi, v in chunk:
             person = people[pi]
-            rng = np.random.default_rng((seed, v, pi))
-            s = make_sample(read_image_rgb(person.image_path, person.image_size), person,
-                            view_augment(augment, v, crop_prob), rng)
+            image = read_image_rgb(person.image_path, person.image_size)
+            if v <= BACKGROUND_VIEW:
+                s = background_sample(image, person, boxes[person.image_path],
+                                      np.random.default_rng((seed, abs(v), pi, 7)))
+                if s is None:  # no empty place in this image: a plain grey crop stands in
+                    s = background_sample(np.full((512, 512, 3), 128, np.uint8), person, [], np.random.default_rng(0))
+            else:
+                s = make_sample(image, person, view_augment(augment, v, crop_prob), np.random.default_rng((seed, v, pi)))
             crops.append(s.image)
             s.image = None
             new.append((pi, v, s))
@@ -264,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-view", type=int, default=0,
                    help="start at this view (a second folder can hold later views of the same people)")
     p.add_argument("--max-views", type=int, default=None, help="stop after the first N views of the plan")
+    p.add_argument("--background", action="store_true",
+                   help="crops with nobody in them (one per COCO image per --views pass): presence negatives")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -273,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         n = build_cache(args.out, args.views, args.coco_views, aug, args.crop_prob, args.seed, args.trunk,
                         data_root=args.data_root, first_view=args.first_view,
-                        max_views=args.max_views)
+                        max_views=args.max_views, background=args.background)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130

@@ -61,7 +61,8 @@ def test_every_public_endpoint(served, photo):
     assert bars["type"] == "plotly" and kp["type"] == "plotly"
     # the session lives in the client's gr.State: redraw re-decodes it
     out = client.predict(threshold=1.0, decoder=app.state.DECODER_ARGMAX, api_name="/redraw")
-    assert out[1]["settings"] == {"decoder": "argmax", "presence_threshold": 1.0, "calibrated_temperature": None}
+    assert out[1]["settings"] == {"decoder": "argmax", "presence_threshold": 1.0, "map_temperature": 0.5,
+                                  "calibrated_temperature": None}
     assert out[1]["people"][0]["present"] == [p >= 1.0 for p in out[1]["people"][0]["presence"]]
 
     out = client.predict(handle_file(photo), box_mode=app.inputs.BOX_WHOLE, api_name="/compare")
@@ -99,7 +100,7 @@ def test_bad_upload_and_bad_checkpoint_keep_serving(served, photo):
     data, drawing = client.predict(handle_file(photo), model_choice=MODEL_CUSTOM, model_path=str(not_ckpt),
                                    api_name="/predict")
     assert "error" in data and drawing is None
-    data, drawing = client.predict(handle_file(photo), api_name="/predict")
+    data, drawing = client.predict(handle_file(photo), "100,50,300,400", api_name="/predict")
     assert "people" in data and drawing is not None
 
 

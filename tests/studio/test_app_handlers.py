@@ -223,7 +223,7 @@ def test_analysis_views_from_precomputed_json(app_env, tmp_path):
                  "after": {"nominal": q, "observed": q, "ece": 0.01}},
         "presence": {"before": {"confidence": q, "frequency": q, "ece": 0.05}}}))
     info, maps_fig, pres_fig, table = calibration.calibration_views()
-    assert table["data"][0] == ["maps", 0.2, 0.01, 0.7]
+    assert table["data"][0] == ["maps", 0.2, 0.01, 0.7, "optimum"]
     assert len(maps_fig.data) == 3 and "ECE 0.010" in maps_fig.data[2].name
     thr = np.linspace(0, 1, 11).tolist()
     (pre / "sweep.json").write_text(json.dumps({"thresholds": thr, "models": {
@@ -260,7 +260,7 @@ def test_views_read_the_analysis_metrics_format(app_env):
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     info, maps_fig, _, table = calibration.calibration_views()
-    assert table["data"] == [["maps", 0.12, 0.0, 0.8]] and len(maps_fig.data) == 3
+    assert table["data"] == [["maps", 0.12, 0.0, 0.8, "optimum"]] and len(maps_fig.data) == 3
     _, fig = sweep.sweep_views()
     assert [t.text[0] for t in fig.data if t.mode == "markers+text"] == ["0.30", "0.30", "0.30"]
 

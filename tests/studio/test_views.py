@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from studio import cropcoco, examples, explore, figures, inputs
+from studio import calibration, cropcoco, examples, explore, figures, inputs
 
 BOXES_885 = "277,190,417,398\n281,90,393,259"
 
@@ -135,3 +135,18 @@ def test_example_boxes_are_the_coco_ground_truth(coco_val):
     assert examples.example_boxes({"path": "/tmp/gradio/ab/c.jpg", "orig_name": "coco_000000000885.jpg"})[0] \
         == inputs.BOX_TYPED
     assert examples.example_boxes("mine.jpg", inputs.BOX_WHOLE, "") == (inputs.BOX_WHOLE, "")
+
+
+def test_a_temperature_fit_on_its_search_bound_is_reported_as_such(studio_env):
+    from analysis.calibration import MAP_TEMPERATURE_BOUNDS, at_bound
+
+    assert at_bound(4.964, (0.05, 5.0)) and not at_bound(4.06, MAP_TEMPERATURE_BOUNDS)
+    assert at_bound(0.0505, MAP_TEMPERATURE_BOUNDS) and MAP_TEMPERATURE_BOUNDS[1] > 5.0
+    q = [0.25, 0.5, 0.75, 1.0]
+    data = {"maps": {"temperature": 4.964, "model_temperature": 4.06, "at_bound": True, "bounds": [0.05, 5.0],
+                     "before": {"levels": q, "hit_rate": q, "ece": 0.1}, "after": {"levels": q, "hit_rate": q,
+                                                                                 "ece": 0.05}}}
+    _, fig, _, table = calibration.calibration_views(data)
+    assert table["data"][0][-1] == "at the search bound (no optimum inside [0.05, 5.0])"
+    assert [t.name for t in fig.data][1:] == ["as the model runs (T=4.06) (ECE 0.100)",
+                                             "refitted (T=4.96, at bound) (ECE 0.050)"]
