@@ -394,3 +394,14 @@ def test_matches_the_official_evaluator(coco_val, tmp_path):
             ours = evaluate_keypoints(gt, res, EvalParams(extended=extended, presence_threshold=thr)).stats
             for k, v in ref.items():
                 assert ours[names.get(k, k)] == pytest.approx(v, abs=1e-9), (set_name, extended, thr, k)
+
+
+def test_report_rules_line_says_by_how_much_and_which_to_trust():
+    from analysis.report import rules_line
+
+    m = {"rules": "official rules", "nms": {"before": 10, "after": 9}, "coco": {"AP": 0.609},
+         "coco_pycocotools": {"AP": 0.451}}
+    line = rules_line(m)
+    assert "official rules" in line and "kept 9 of 10" in line
+    assert "45.1 vs 60.9 (-15.8 points)" in line and "trust the official number" in line
+    assert "same mAP" in rules_line({**m, "coco_pycocotools": {"AP": 0.609}})
