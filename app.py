@@ -7,22 +7,28 @@ Only wiring lives here; every handler is a plain function in the `studio` packag
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at start-up
 
 
 def _bound_malloc_arenas() -> None:
     """glibc gives every worker thread its own malloc arena, and with Gradio's thread pool the freed request
-    buffers then stay resident: RSS grew ~20 MB per 30 requests under 10 concurrent clients. Two arenas (before any
-    thread starts) keep it flat (benchmarks/bench_app.py). PROBPOSE_APP_MALLOC_ARENAS=0 leaves glibc's default."""
+    buffers then stay resident: RSS grew ~20 MB per 30 requests under 10 concurrent clients. Two arenas keep it
+    flat (benchmarks/bench_app.py). `python app.py` re-executes itself once with MALLOC_ARENA_MAX set (glibc reads
+    it at start-up, the measured variant); imported (tests, `gradio app.py`) it sets the cap with mallopt.
+    PROBPOSE_APP_MALLOC_ARENAS=0 leaves glibc's default."""
     arenas = int(os.environ.get("PROBPOSE_APP_MALLOC_ARENAS", "2"))
-    if arenas <= 0:
+    if arenas <= 0 or not sys.platform.startswith("linux"):
         return
+    if __name__ == "__main__" and "MALLOC_ARENA_MAX" not in os.environ:
+        os.environ["MALLOC_ARENA_MAX"] = str(arenas)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to bound
+    except (OSError, AttributeError):  # not glibc (musl): nothing to bound
         pass
 
 

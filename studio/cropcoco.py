@@ -67,7 +67,10 @@ def cropcoco_table(model: str = "probpose", data: dict | None = None, request: g
     rows = [[i, str(pick(c, "file_name", "image", "image_id", default="?")),
              round(1.0 - _case_error(c), 4), round(_case_error(c), 4), _labelled(c),
              None if pick(c, "score") is None else round(float(c["score"]), 3)] for i, c in enumerate(cases)]
-    info = (f"**CropCOCO explorer** ({model}): {len(cases)} people ranked by Ex-OKS error (1 - Ex-OKS), worst "
+    evaluated = pick(pick(data, "data", default={}), "num_people")
+    who = (f"the {len(cases)} worst of the {evaluated} people evaluated" if evaluated and evaluated != len(cases)
+           else f"{len(cases)} people")  # the same people count as the set's README
+    info = (f"**CropCOCO explorer** ({model}): {who}, ranked by Ex-OKS error (1 - Ex-OKS), worst "
             "first (ties: more annotated keypoints first, then the more confident pose). Ground truth is white, the prediction is coloured by presence; keypoints outside the crop "
             "lie on the grey padding." + (f" {desc}" if desc else "") + _data_note(data, cases) + caption(data))
     return info, {"headers": TABLE_HEADERS, "data": rows}

@@ -4,6 +4,8 @@ sweep curves, CropCOCO cases). Plain functions: people / curves in, ``go.Figure`
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 
 import cv2
 import numpy as np
@@ -28,19 +30,24 @@ def empty_figure(message: str) -> go.Figure:
 
 def scores_figure(person, threshold: float, kind: str = "probpose", title: str = "") -> go.Figure:
     """Per-keypoint presence / visibility / predicted-OKS bars (the baseline has only its heatmap peak)."""
-    fig = go.Figure()
     pres = np.asarray(person.presence, dtype=float)
     label = {"probpose": "presence P(in window)", "probpose_dh": "presence P(inside wide window)"}.get(
         kind, "heatmap peak (baseline 'presence')")
     colors = ["#2ca02c" if p >= threshold else "#d62728" for p in pres]
-    fig.add_bar(x=KEYPOINT_LABELS, y=pres, name=label, marker_color=colors)
+    bars = [go.Bar(x=KEYPOINT_LABELS, y=pres, name=label, marker_color=colors)]
     if has_presence(kind):
-        fig.add_bar(x=KEYPOINT_LABELS, y=np.asarray(person.visibility, dtype=float), name="visibility", marker_color="#1f77b4")
-        fig.add_bar(x=KEYPOINT_LABELS, y=np.asarray(person.oks, dtype=float), name="predicted OKS", marker_color="#9467bd")
-    fig.add_hline(y=threshold, line_dash="dash", line_color="black", annotation_text=f"threshold {threshold:.2f}")
-    fig.update_layout(barmode="group", height=320, yaxis_range=[0, 1.05], title=title or None,
-                      margin=dict(l=40, r=10, t=40 if title else 20, b=80), legend=dict(orientation="h", y=1.15))
-    return fig
+        bars.append(go.Bar(x=KEYPOINT_LABELS, y=np.asarray(person.visibility, dtype=float), name="visibility",
+                           marker_color="#1f77b4"))
+        bars.append(go.Bar(x=KEYPOINT_LABELS, y=np.asarray(person.oks, dtype=float), name="predicted OKS",
+                           marker_color="#9467bd"))
+    # the threshold line as add_hline draws it, given in the layout at once (add_hline alone costs ~20 ms)
+    line = dict(type="line", xref="x domain", x0=0, x1=1, yref="y", y0=threshold, y1=threshold,
+                line=dict(dash="dash", color="black"))
+    note = dict(text=f"threshold {threshold:.2f}", xref="x domain", x=1, xanchor="right", yref="y", y=threshold,
+                yanchor="bottom", showarrow=False)
+    return go.Figure(data=bars, layout=dict(
+        barmode="group", height=320, yaxis_range=[0, 1.05], title=title or None, shapes=[line], annotations=[note],
+        margin=dict(l=40, r=10, t=40 if title else 20, b=80), legend=dict(orientation="h", y=1.15)))
 
 
 def crop_image(image: np.ndarray, center, scale) -> np.ndarray:
@@ -120,13 +127,40 @@ def _map_row(fig, row: int, crop: np.ndarray, pmap: np.ndarray, eoks: np.ndarray
     pictures = (blend_map(crop, np.where(pmap > 0, pmap, np.nan), cv2.COLORMAP_HOT, 0.6),
                 blend_map(crop, eoks, cv2.COLORMAP_VIRIDIS, 0.6), region)
     for col, picture in enumerate(pictures, 1):
-        fig.add_trace(go.Image(source=image_uri(picture), hoverinfo="skip"), row=row, col=col)
+        fig.add_trace(go.Image(source=image_uri(picture), hoverinfo="skip", **_axis_refs(row, col)))
     for name, xy, marker in marks:
-        fig.add_trace(go.Scatter(x=[xy[0]], y=[xy[1]], mode="markers", name=name, marker=marker), row=row, col=3)
-    for col in (1, 2, 3):
-        n = (row - 1) * 3 + col
-        fig.update_xaxes(visible=False, range=[-0.5, 191.5], row=row, col=col)
-        fig.update_yaxes(visible=False, range=[255.5, -0.5], scaleanchor=f"x{'' if n == 1 else n}", row=row, col=col)
+        fig.add_trace(go.Scatter(x=[xy[0]], y=[xy[1]], mode="markers", name=name, marker=marker,
+                                 **_axis_refs(row, 3)))
+
+
+def _axis_refs(row: int, col: int) -> dict:
+    """xaxis / yaxis names of panel (row, col) of a 3-column crop panel (make_subplots' numbering)."""
+    n = (row - 1) * 3 + col
+    return {"xaxis": f"x{'' if n == 1 else n}", "yaxis": f"y{'' if n == 1 else n}"}
+
+
+@functools.lru_cache(maxsize=4)
+def _panel_layout(rows: int, vertical_spacing: float | None) -> dict:
+    """make_subplots' layout of a rows x 3 crop panel, axes hidden and locked to the 192x256 crop. Built once:
+    plotly's subplot machinery and per-axis updates cost ~100 ms a figure, a copied dict almost nothing."""
+    extra = {} if vertical_spacing is None else {"vertical_spacing": vertical_spacing}
+    fig = make_subplots(rows=rows, cols=3, subplot_titles=[f"t{i}" for i in range(3 * rows)],
+                        horizontal_spacing=0.04, **extra)
+    for row in range(1, rows + 1):
+        for col in (1, 2, 3):
+            n = (row - 1) * 3 + col
+            fig.update_xaxes(visible=False, range=[-0.5, 191.5], row=row, col=col)
+            fig.update_yaxes(visible=False, range=[255.5, -0.5], scaleanchor=f"x{'' if n == 1 else n}", row=row,
+                             col=col)
+    return fig.to_dict()["layout"]
+
+
+def _panel_figure(rows: int, titles, vertical_spacing: float | None = None) -> go.Figure:
+    """An empty rows x 3 crop panel with these subplot titles (row-major)."""
+    layout = copy.deepcopy(_panel_layout(rows, vertical_spacing))
+    for annotation, title in zip(layout["annotations"], titles, strict=True):
+        annotation["text"] = title
+    return go.Figure(layout=layout)
 
 
 def _upsampled(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -145,7 +179,13 @@ def keypoint_figure(image: np.ndarray, person, k: int, mass: float, kind: str = 
     """Three panels on the person's crop: the keypoint's map, its expected-OKS surface, and the credible
     region with the argmax and expected-OKS decodes (they disagree where the map is multi-modal or skewed).
     ProbPose-DH: ``dual_keypoint_figure`` (both maps, one row each)."""
-    from probpose.codec import credible_region, decode_argmax, decode_expected_oks, expected_oks_maps
+    from probpose.codec import (
+        credible_region,
+        decode_argmax,
+        decode_expected_oks,
+        expected_oks_maps,
+        keypoint_spreads,
+    )
 
     if getattr(person, "is_dual", False):
         return dual_keypoint_figure(image, person, k, mass)
@@ -155,11 +195,12 @@ def keypoint_figure(image: np.ndarray, person, k: int, mass: float, kind: str = 
     is_pp = has_presence(kind)
     if is_pp:
         titles = (f"P(location) of {KEYPOINT_LABELS[k]}", "expected OKS surface", f"{mass:.0%} credible region")
-        eoks = expected_oks_maps(maps)[k]
+        spread = keypoint_spreads()[k:k + 1]  # keypoint k's own OKS spread: one map, not all 17
+        eoks = expected_oks_maps(maps[k:k + 1], spread)[0]
     else:
         titles = (f"heatmap of {KEYPOINT_LABELS[k]}", "heatmap (no expected OKS)", f"{mass:.0%} of the positive mass")
         eoks = pmap
-    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.04)
+    fig = _panel_figure(1, titles)
     pos = np.where(np.isfinite(pmap), np.maximum(pmap, 0), 0)
     annotation, mask, marks = "", None, []
     if pos.sum() > 0:
@@ -168,7 +209,7 @@ def keypoint_figure(image: np.ndarray, person, k: int, mass: float, kind: str = 
         am = decode_argmax(maps[k:k + 1]).keypoints[0]
         marks.append(("argmax", am, _ARGMAX_MARK))
         if is_pp:
-            eo = decode_expected_oks(maps).keypoints[k]
+            eo = decode_expected_oks(maps[k:k + 1], spread).keypoints[0]
             marks.append(("expected-OKS", eo, _EOKS_MARK))
             d = float(np.hypot(*(am - eo)))
             annotation = f"argmax vs expected-OKS: {d:.1f} crop px apart; region {region.area} map px"
@@ -200,7 +241,7 @@ def dual_keypoint_figure(image: np.ndarray, person, k: int, mass: float) -> go.F
     for which in MAP_CHOICES_DH:
         tag = " (merge's choice)" if which == chosen else ""
         titles += [f"{which} map of {KEYPOINT_LABELS[k]}{tag}", f"expected OKS ({which})", f"{mass:.0%} credible region"]
-    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.04, vertical_spacing=0.08)
+    fig = _panel_figure(2, titles, vertical_spacing=0.08)
     decodes = {"expert": person.expert_keypoints[k], "wide": person.wide_keypoints[k]}
     for row, which in enumerate(MAP_CHOICES_DH, 1):
         center, scale = map_crop(person, which)
@@ -219,7 +260,8 @@ def dual_keypoint_figure(image: np.ndarray, person, k: int, mass: float) -> go.F
             x0, y0 = _to_crop(person.window[:2], center, scale)
             x1, y1 = _to_crop(person.window[2:], center, scale)
             fig.add_trace(go.Scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines",
-                                     name="activation window", line=dict(color="lime", width=2)), row=2, col=1)
+                                     name="activation window", line=dict(color="lime", width=2),
+                                     **_axis_refs(2, 1)))
         _map_row(fig, row, crop_image(image, center, scale), dist, person.expected_oks_map(k, which), mask, marks)
     fig.update_layout(height=720, margin=dict(l=5, r=5, t=40, b=30), showlegend=True,
                       legend=dict(orientation="h", y=-0.02), title=None)

@@ -31,8 +31,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from probpose.constants import COCO_SIGMAS
-from training.data import AugmentConfig, CocoPoseDataset
 from probpose.errors import CheckpointError
+from training.data import AugmentConfig, CocoPoseDataset
 from training.losses import (
     heatmap_mse_loss,
     oks_heatmap_loss,
@@ -182,6 +182,30 @@ def build_model(kind: str, arch: dict | None = None) -> nn.Module:
     return cls(cfg_cls.from_dict(d))
 
 
+def _hub_like(source: str) -> bool:
+    """'owner/repo' or 'owner/repo/file.pth': a Hub id, not a local path (probpose.weights resolves those)."""
+    parts = source.split("/")
+    return 2 <= len(parts) <= 3 and not source.startswith((".", "/", "~")) and not Path(parts[0]).exists() \
+        and parts[0] not in ("runs", "configs", "out")
+
+
+def _missing_init_message(path: Path) -> str:
+    """One line: the missing warm-start file, and the config whose run writes it when one does."""
+    writers = []
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for cfg in sorted(configs.glob("*.toml")) if configs.is_dir() else []:
+        try:
+            out_dir = load_config(cfg).out_dir
+        except Exception:  # noqa: BLE001  (an unrelated broken config must not hide this message)
+            continue
+        if Path(out_dir).resolve() == path.parent.resolve():
+            writers.append(f"configs/{cfg.name}")
+    first = (f"run `python -m training --config {writers[0]}` first (it writes {path})" if writers else
+             "train the stage that writes it first")
+    return (f"init_from checkpoint {path} does not exist: {first}, or pass --init-from with an existing "
+            "checkpoint (--init-from '' trains from scratch).")
+
+
 def init_weights(model: nn.Module, source: str | Path) -> str:
     """Copy every tensor of ``source`` whose name and shape match into ``model`` (a warm start: e.g. ProbPose from
     a heatmap model, whose backbone, deconvs and final layer have the same names). ``source``: a training
@@ -191,6 +215,8 @@ def init_weights(model: nn.Module, source: str | Path) -> str:
         CheckpointError: unreadable file, or no tensor in common with the model.
     """
     path = Path(source)
+    if not path.exists() and path.suffix in (".pt", ".pth", ".safetensors") and not _hub_like(str(source)):
+        raise CheckpointError(_missing_init_message(path))
     sd = None
     if path.suffix == ".pt" and path.is_file():
         try:
@@ -413,6 +439,36 @@ def evaluate_losses(model: nn.Module, kind: str, dataset: CocoPoseDataset, devic
 # --------------------------------------------------------------------------------------------------- trainer
 
 
+class _StopRequest:
+    """Within ``with``: the first Ctrl-C (SIGINT) only sets ``requested`` (the trainer finishes its step, saves a
+    resumable last.pt and returns); a second one raises KeyboardInterrupt as usual. Outside the main thread (no
+    signal handlers there) it does nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to abort)", flush=True)
+
+    def __enter__(self) -> _StopRequest:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
 class Trainer:
     """One training run. ``Trainer(config).fit()``; ``Trainer(config, resume=path)`` continues a checkpoint.
 
@@ -531,10 +587,30 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch, self.best = ckpt["step"], ckpt["epoch"], ckpt.get("best")
+        self._trim_metrics()
         torch.set_rng_state(ckpt["rng_torch"])
         if torch.cuda.is_available() and ckpt.get("rng_cuda"):
             torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
         np.random.set_state(ckpt["rng_numpy"])
+
+    def _trim_metrics(self) -> None:
+        """After a resume at ``self.step``: drop the metrics.jsonl lines of steps after the checkpoint (the resumed
+        run logs them again) and remember the last validation step, so no step is logged twice."""
+        path = self.out_dir / "metrics.jsonl"
+        self._last_val_step = -1
+        if self.rank != 0 or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+            if rec.get("step", 0) <= self.step:
+                kept.append(line)
+                if rec.get("split") == "val":
+                    self._last_val_step = max(self._last_val_step, int(rec["step"]))
+        path.write_text("".join(line + "\n" for line in kept))
 
     # ---------------------------------------------------------------- training
 
@@ -600,7 +676,39 @@ class Trainer:
                    dynamic_ncols=True)
         t0 = time.perf_counter()
         crops = 0
-        last_eval = -1
+        last_eval = getattr(self, "_last_val_step", -1)  # a resumed run has evaluated this step already
+        self.interrupted = False
+        stop = _StopRequest()  # Ctrl-C: finish the step, save last.pt, return (a second Ctrl-C aborts)
+        with stop:
+            self._fit_loop(bar, total, t0, crops, stop)
+        last_eval = self._last_eval if self._last_eval is not None else last_eval
+        if self._stop_requested(stop):
+            bar.close()
+            self.interrupted = True
+            self.save_checkpoint(self.out_dir / "last.pt")
+            if self.world > 1:
+                dist.barrier()
+            return self.history
+        bar.close()
+        self._sync_buffers()
+        if last_eval != self.step:
+            self._eval_and_keep_best()
+        self.save_checkpoint(self.out_dir / "last.pt")
+        if self.world > 1:
+            dist.barrier()
+        return self.history
+
+    def _stop_requested(self, stop: _StopRequest) -> bool:
+        """Ctrl-C on any process stops all of them at the same step (DDP: the flag is all-reduced)."""
+        if self.world == 1:
+            return stop.requested
+        flag = torch.tensor([float(stop.requested)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _fit_loop(self, bar, total: int, t0: float, crops: int, stop: _StopRequest) -> None:
+        cfg = self.config
+        self._last_eval = None
         while self.epoch < cfg.epochs and self.step < total:
             self.sampler.set_epoch(self.epoch)
             self.train_set.set_epoch(self.epoch)
@@ -614,27 +722,22 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     self._log({"step": self.step, "epoch": self.epoch, **rec,
                                "crops_per_s": crops / max(elapsed, 1e-9), "time": elapsed})
-                if self.step >= total:
+                if self.step >= total or self._stop_requested(stop):
                     break
             self.sampler.start = 0
+            stopping = self._stop_requested(stop)
             if self.step == (self.epoch + 1) * self.steps_per_epoch:  # the epoch ran to its end
                 self.epoch += 1
                 self._sync_buffers()
-                if cfg.eval_interval and self.epoch % cfg.eval_interval == 0:
+                if cfg.eval_interval and self.epoch % cfg.eval_interval == 0 and not stopping:
                     self._eval_and_keep_best()
-                    last_eval = self.step
+                    self._last_eval = self.step
                 if cfg.checkpoint_interval and self.epoch % cfg.checkpoint_interval == 0:
                     self.save_checkpoint(self.out_dir / "last.pt")
             if self.world > 1:
                 dist.barrier()
-        bar.close()
-        self._sync_buffers()
-        if last_eval != self.step:
-            self._eval_and_keep_best()
-        self.save_checkpoint(self.out_dir / "last.pt")
-        if self.world > 1:
-            dist.barrier()
-        return self.history
+            if stopping:
+                return
 
     def _sync_buffers(self) -> None:
         """Average BatchNorm running statistics over the processes (mmengine SyncBuffersHook, once per epoch):
@@ -773,10 +876,27 @@ def _apply_overrides(config: TrainConfig, args: argparse.Namespace) -> TrainConf
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _apply_overrides(load_config(args.config), args)
-    trainer = train(config, resume=args.resume)
+    """The CLI: user mistakes (missing files, bad config) are one line on stderr, exit 2; Ctrl-C saves a
+    resumable last.pt and says how to continue, exit 130."""
+    import sys
+
+    from probpose.errors import ProbPoseError
+
+    try:
+        config = _apply_overrides(load_config(args.config), args)
+        trainer = train(config, resume=args.resume)
+    except ProbPoseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\naborted (second Ctrl-C): the last checkpoint saved before it is kept", file=sys.stderr)
+        return 130
     if trainer.rank != 0:
-        return 0
+        return 130 if getattr(trainer, "interrupted", False) else 0
+    if getattr(trainer, "interrupted", False):
+        print(f"interrupted at step {trainer.step}: saved {trainer.out_dir / 'last.pt'}; continue with "
+              f"python -m training --config {args.config} --resume {trainer.out_dir / 'last.pt'}")
+        return 130
     print(f"done: {trainer.step} steps, checkpoints in {trainer.out_dir}")
     if args.export:
         best = trainer.out_dir / "best.pt"

@@ -135,3 +135,19 @@ def test_embedded_files_build_the_right_model(alias):
 def test_embedded_files_fit_the_size_budget():
     total = sum(p.stat().st_size for p, _ in EMBEDDED.values())
     assert total <= 30 * 2**20, total
+
+
+def test_embedded_probpose_calls_cut_off_legs_and_empty_crops_absent():
+    from probpose import PosePredictor
+
+    pred = PosePredictor(load_pretrained("embedded"))
+    img = load_image(REPO / "examples" / "grace_hopper.jpg")
+    h, w = img.shape[:2]
+    pred.set_image(img, boxes=np.array([[0, 0, w - 1, h - 1]]))
+    p = pred.predict(presence_threshold=0.3).people[0].presence  # (17,)
+    head, shoulders, knees, ankles = p[:5], p[5:7], p[13:15], p[15:17]
+    assert head.min() > 0.9 and shoulders.min() > 0.9  # in the portrait
+    assert ankles.max() < 0.3 and knees.max() < shoulders.min()  # below the frame
+    pred.set_image(np.full((256, 192, 3), 128, np.uint8), boxes=np.array([[0, 0, 191, 255]]))
+    empty = pred.predict(presence_threshold=0.3).people[0].presence
+    assert empty.max() < 0.55 and empty.mean() < p[:13].mean() - 0.3

@@ -104,6 +104,8 @@ def test_cropcoco_ties_are_broken_by_annotated_keypoints_then_confidence(studio_
     assert [r[1] for r in table["data"]] == ["4.jpg", "2.jpg", "1.jpg", "5.jpg", "3.jpg"]
     assert table["headers"][4:] == ["annotated keypoints", "pose score"] and table["data"][0][4:] == [17, 0.8]
     assert "ties" in info
+    data["data"] = {"num_people": 159}  # the set evaluated more people than it keeps as cases
+    assert "the 5 worst of the 159 people evaluated" in cropcoco.cropcoco_table("probpose", data)[0]
 
 
 def test_unannotated_keypoints_are_not_shown_as_perfect(studio_env):
