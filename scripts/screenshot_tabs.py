@@ -59,11 +59,16 @@ def shoot(page, url: str, tab: str, png: Path, timeout_ms: int) -> str:
                                    arg=[status, drawing, done], timeout=timeout_ms)
         except Exception as e:  # noqa: BLE001  (reported as the tab's error below, with the screenshot)
             print(f"{tab}: no result within {timeout_ms} ms ({type(e).__name__})", file=sys.stderr)
+    try:  # every tab has plots; plotly draws them once the data is there (the analysis tabs load it on page load)
+        page.locator(".tabitem:visible .js-plotly-plot .main-svg").first.wait_for(state="visible",
+                                                                                   timeout=min(timeout_ms, 60000))
+    except Exception:  # noqa: BLE001  (a tab whose plots stay empty still gets its screenshot)
+        print(f"{tab}: no plot drawn", file=sys.stderr)
     deadline = timeout_ms
     while "processing |" in page.inner_text("body") and deadline > 0:
         page.wait_for_timeout(500)
         deadline -= 500
-    page.wait_for_timeout(1500)  # plotly draws after the data arrives
+    page.wait_for_timeout(3000)  # plotly draws after the data arrives
     page.screenshot(path=str(png), full_page=True)
     return page.content()
 

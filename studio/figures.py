@@ -436,11 +436,16 @@ def sweep_figure(data: dict) -> go.Figure:
                             showlegend=col == 1, row=1, col=col)
             if len(y) and np.isfinite(y).any():
                 i = int(np.nanargmax(y) if best is max else np.nanargmin(y))
+                # star labels may sit on the plot's edge (threshold 0 or 1, the top): never clipped
+                side = "top left" if x[i] > 0.9 else "top right" if x[i] < 0.1 else "top center"
                 fig.add_scatter(x=[x[i]], y=[y[i]], mode="markers+text", text=[f"{x[i]:.2f}"], legendgroup=name,
-                                textposition="top center", marker=dict(size=11, symbol="star", color=c),
+                                textposition=side, marker=dict(size=11, symbol="star", color=c), cliponaxis=False,
                                 showlegend=False, row=1, col=col)
-    fig.update_xaxes(title_text="presence threshold", range=[0, 1])
-    fig.update_layout(height=360, margin=dict(l=40, r=10, t=40, b=40))
+    fig.update_xaxes(title_text="presence threshold", range=[-0.02, 1.02])
+    fig.update_yaxes(rangemode="tozero")
+    # the top margin keeps the subplot titles below the Gradio label; the legend goes under the plots
+    fig.update_layout(height=380, margin=dict(l=40, r=20, t=70, b=40),
+                      legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.22))
     return fig
 
 
