@@ -131,7 +131,8 @@ def _score(min_score: float | None, method: str) -> float:
 
 def _whole(img: np.ndarray) -> Detection:
     h, w = img.shape[:2]
-    return Detection(np.array([0.0, 0.0, w - 1.0, h - 1.0]), 1.0, "whole")
+    # The official top-down demo's default box for a whole image is [0, 0, w, h] (mmpose inference_topdown).
+    return Detection(np.array([0.0, 0.0, float(w), float(h)]), 1.0, "whole")
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
@@ -187,8 +188,10 @@ def _hog(img: np.ndarray, min_score: float, max_people: int) -> list[Detection]:
         x1, y1, x2, y2 = boxes[i]
         mx, my = HOG_MARGIN[0] * (x2 - x1), HOG_MARGIN[1] * (y2 - y1)
         box = np.array([x1 + mx, y1 + my, x2 - mx, y2 - my])
-        box[0::2] = np.clip(box[0::2], 0.0, w - 1.0)
-        box[1::2] = np.clip(box[1::2], 0.0, h - 1.0)
+        # Detector boxes reach the window builder as the detector gives them, clipped at most to [0, w] x [0, h]
+        # as mmdet clips its own boxes; only GT boxes get the dataset's [0, w-1] clipping (docs/inference.md).
+        box[0::2] = np.clip(box[0::2], 0.0, float(w))
+        box[1::2] = np.clip(box[1::2], 0.0, float(h))
         if box[2] > box[0] and box[3] > box[1]:
             out.append(Detection(box, float(scores[i]), "hog"))
     return out
@@ -255,8 +258,8 @@ def _rtdetr(img: np.ndarray, min_score: float, max_people: int, local_only: bool
     out = []
     for i in keep:
         b = boxes[i].copy()
-        b[0::2] = np.clip(b[0::2], 0.0, w - 1.0)
-        b[1::2] = np.clip(b[1::2], 0.0, h - 1.0)
+        b[0::2] = np.clip(b[0::2], 0.0, float(w))  # as mmdet: [0, w], not the dataset's [0, w-1]
+        b[1::2] = np.clip(b[1::2], 0.0, float(h))
         if b[2] > b[0] and b[3] > b[1]:
             out.append(Detection(b, float(scores[i]), f"rtdetr:{RTDETR_MODEL_ID}"))
     return out

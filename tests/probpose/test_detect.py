@@ -44,7 +44,7 @@ def test_whole_image_box():
     img = np.zeros((30, 50, 3), np.uint8)
     (d,) = detect_people(img, "whole")
     assert d.source == "whole" and d.score == 1.0
-    np.testing.assert_array_equal(d.box, [0, 0, 49, 29])
+    np.testing.assert_array_equal(d.box, [0, 0, 50, 30])  # official default box [0, 0, w, h]
 
 
 def test_hog_finds_the_standing_person(hog_case, monkeypatch):
@@ -55,7 +55,7 @@ def test_hog_finds_the_standing_person(hog_case, monkeypatch):
     assert best > 0.3, best
     h, w = image.shape[:2]
     for d in dets:
-        assert 0 <= d.box[0] < d.box[2] <= w - 1 and 0 <= d.box[1] < d.box[3] <= h - 1
+        assert 0 <= d.box[0] < d.box[2] <= w and 0 <= d.box[1] < d.box[3] <= h
     scores = [d.score for d in dets]
     assert scores == sorted(scores, reverse=True)
     # auto without transformers is HOG (same boxes).
@@ -73,7 +73,7 @@ def test_auto_says_nobody_and_uses_the_whole_image_only_when_asked(monkeypatch):
     assert detect_people(flat, "auto") == []  # "no person found" is an empty answer, not a silent whole box
     (d,) = detect_people(flat, "auto", whole_if_none=True)
     assert d.source == detect.WHOLE_FALLBACK == "whole (no person found)"
-    np.testing.assert_array_equal(d.box, [0, 0, 199, 299])
+    np.testing.assert_array_equal(d.box, [0, 0, 200, 300])
     tiny = np.zeros((40, 30, 3), np.uint8)  # smaller than one HOG window
     assert detect_people(tiny, "hog") == []
     assert detect_people(tiny, "hog", whole_if_none=True)[0].source == detect.WHOLE_FALLBACK
