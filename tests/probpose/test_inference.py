@@ -220,7 +220,7 @@ def test_grayscale_rgba_and_detector_inputs(tiny_probpose):
     assert predictor.predict().people[0].box_source == "gt"
     out = predictor.set_image(gray, detector="whole")
     assert out.box_sources == ["whole"]
-    np.testing.assert_allclose(out.boxes[0], [0, 0, 79, 59])
+    np.testing.assert_allclose(out.boxes[0], [0, 0, 80, 60])  # official whole-image box [0, 0, w, h]
     assert predictor.set_image(gray, np.zeros((0, 4))).num_people == 0
     assert predictor.predict().people == []
 
