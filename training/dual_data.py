@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from probpose.constants import INPUT_SIZE
-from training.data import CocoPoseDataset, PersonRecord, Sample
 from probpose.dual_codec import bbox_mask, decode_dual, encode_dual
-from training.dual_losses import dual_losses
 from probpose.geometry import udp_warp_matrix, warp_image
 from probpose.models.dual import DualProbPoseConfig
+from training.data import CocoPoseDataset, PersonRecord, Sample
+from training.dual_losses import dual_losses
 
 __all__ = ["sample_box", "sample_bbox_mask", "dual_item", "DualPoseDataset", "dual_batch_losses",
            "decode_dual_batch", "alias_wide_branch"]

@@ -21,12 +21,12 @@ from probpose.dual_codec import (
     map_window,
     window_in_image,
 )
-from training.dual_losses import dual_losses, dual_oks_targets, oks_heatmap_loss_keypointwise
 from probpose.errors import CheckpointError
 from probpose.geometry import box_to_window, udp_warp_matrix, window_xyxy
 from probpose.models.dual import DualProbPoseConfig, probpose_s_dh, probpose_test_dh
 from probpose.models.probpose import probpose_s, probpose_test
 from probpose.weights import load_into
+from training.dual_losses import dual_losses, dual_oks_targets, oks_heatmap_loss_keypointwise
 
 
 def _as_distribution(maps: np.ndarray) -> np.ndarray:

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from probpose.constants import FLIP_INDICES
-from training.data import AugmentConfig, CocoPoseDataset, load_coco_people, make_sample
 from probpose.errors import AnnotationError
 from probpose.geometry import box_to_window, image_to_input
+from training.data import AugmentConfig, CocoPoseDataset, load_coco_people, make_sample
 
 NO_AUG = dict(flip_prob=0.0, half_body_prob=0.0, shift_prob=0.0, scale_prob=0.0, rotate_prob=0.0)
 

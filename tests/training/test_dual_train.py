@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.data import AugmentConfig
 from probpose.dual_codec import bbox_mask, input_to_map, map_window
+from training.data import AugmentConfig
 from training.dual_data import DualPoseDataset, sample_bbox_mask, sample_box
 from training.train import DataConfig, OptimConfig, TrainConfig, Trainer, export_weights
 

@@ -239,8 +239,8 @@ def test_apply_calibration_is_exact_temperature_scaling(tiny_probpose):
 def test_export_with_calibration_roundtrips_through_load_pretrained(coco_train, tmp_path):
     import json
 
-    from training.train import export_weights
     from probpose.weights import load_pretrained
+    from training.train import export_weights
 
     images, ann = coco_train
     data = json.loads(Path(ann).read_text())
