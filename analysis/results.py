@@ -103,15 +103,15 @@ def hub_root(repo_id: str | None = None) -> tuple[Path | None, str]:
     return res
 
 
-def result_roots() -> list[tuple[Path, str]]:
-    """[(folder, origin)] to look for sets in, the Hub repo's first."""
+def result_roots(local: Path | None = None) -> list[tuple[Path, str]]:
+    """[(folder, origin)] to look for sets in, the Hub repo's first, then ``local`` (default: the repository's)."""
     roots = []
     hub, note = hub_root()
     if hub is not None:
         roots.append((hub, f"Hub dataset {os.environ.get(ENV_RESULTS_REPO)}"))
     elif note:
         log.warning(note)
-    roots.append((local_root(), "repository"))
+    roots.append((local or local_root(), "repository"))
     return roots
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 from studio import settings
 from studio.models import baseline_spec, current_is_official, default_spec, load_model
@@ -99,16 +99,9 @@ def shipped(name: str) -> dict | None:
     """The shipped set's ``name`` for the models the app runs (official set for the official ProbPose-s, demo or
     other non-official sets otherwise). With none of the right kind, the other kind is shown with a note saying
     whose figures they are. ``data["provenance"]`` says where it comes from."""
-    from analysis.results import ENV_RESULTS_REPO, hub_root, list_sets, pick_set
+    from analysis.results import list_sets, pick_set, result_roots
 
-    roots = []
-    hub, note = hub_root()
-    if hub is not None:
-        roots.append((hub, f"Hub dataset {os.environ.get(ENV_RESULTS_REPO)}"))
-    elif note:
-        log.warning(note)
-    roots.append((settings.PRECOMPUTED_DIR, "repository"))
-    sets = list_sets(roots)
+    sets = list_sets(result_roots(Path(settings.PRECOMPUTED_DIR)))
     official = current_is_official()
     file = _FILE_KEYS[name]
     rs = pick_set(sets, official=official, file=file)
