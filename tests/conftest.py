@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,35 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PROBPOSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 COCO_SUBSET = SHARED_DATA / "coco_subset"
+# Environment that decides which official files probpose.hub and the app use; `offline_hub` clears it.
+HUB_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PROBPOSE_ONLINE", "SPACE_ID", "PROBPOSE_WEIGHTS",
+           "PROBPOSE_BASELINE_WEIGHTS", "PROBPOSE_RESULTS_REPO", "HF_ENDPOINT", "HF_HUB_CACHE",
+           "HUGGINGFACE_HUB_CACHE", "HF_HOME", "PROBPOSE_HUB_REVISION")
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connections to it are refused at once."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture()
+def offline_hub(monkeypatch, tmp_path):
+    """Nothing cached, the Hub and openmmlab unreachable (closed loopback ports), no env overrides."""
+    from probpose import hub
+
+    for k in HUB_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(hub, "VITPOSE_S_URL", f"http://127.0.0.1:{closed_port()}/vitpose.pth")
+    hub.reset()
+    yield monkeypatch
+    hub.reset()
 
 
 def _need(path: Path) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import warnings
 from types import SimpleNamespace
 
@@ -17,32 +16,14 @@ from probpose import hub
 from studio import calibration, compare, explore, inputs, models, precomputed, settings, sweep
 
 BANNER = "Offline demo model, not the paper's ProbPose"
-ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PROBPOSE_ONLINE", "SPACE_ID", "PROBPOSE_WEIGHTS",
-       "PROBPOSE_BASELINE_WEIGHTS", "PROBPOSE_RESULTS_REPO", "PROBPOSE_HUB_REVISION", "HF_HOME")
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture()
-def world(monkeypatch, tmp_path):
-    """Nothing cached, the Hub and openmmlab unreachable (closed loopback ports), no env overrides."""
-    for k in ENV:
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_empty"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_empty"))
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
-    monkeypatch.setattr(hub, "VITPOSE_S_URL", f"http://127.0.0.1:{_closed_port()}/vitpose.pth")
-    monkeypatch.setattr(settings, "PRECOMPUTED_DIR", tmp_path / "precomputed")
-    hub.reset()
+def world(offline_hub, tmp_path):
+    """The offline world of `offline_hub`, with an empty result-set folder and no loaded models."""
+    offline_hub.setattr(settings, "PRECOMPUTED_DIR", tmp_path / "precomputed")
     models.clear_model_cache()
-    yield monkeypatch
-    hub.reset()
+    yield offline_hub
     models.clear_model_cache()
 
 
