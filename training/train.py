@@ -828,7 +828,6 @@ def export_weights(checkpoint: str | Path, out_path: str | Path, *, calibrate_sp
     With ``calibrate_split = (image_dir, ann_json)`` a ProbPose model is temperature-calibrated on that split first
     (`calibrate`, `apply_calibration`); the temperatures are stored under metadata["calibration"].
     """
-    from probpose.weights import save_safetensors
 
     model, ckpt = load_trained_model(checkpoint)
     config = TrainConfig.from_dict(ckpt["config"])
@@ -840,14 +839,25 @@ def export_weights(checkpoint: str | Path, out_path: str | Path, *, calibrate_sp
         "train_config": config.to_dict(),
         **(metadata or {}),
     }
-    if calibrate_split is not None and config.kind == "probpose":
-        cal = calibrate(model, *calibrate_split, work_dir=work_dir or Path(config.out_dir), seed=config.seed)
+    return save_calibrated(model, out_path, meta, calibrate_split=calibrate_split,
+                           work_dir=work_dir or Path(config.out_dir), seed=config.seed)
+
+
+def save_calibrated(model: torch.nn.Module, out_path: str | Path, meta: dict, *,
+                    calibrate_split: tuple[str, str] | None, work_dir: str | Path, seed: int) -> Path:
+    """fp16 safetensors of ``model`` with ``meta``; with ``calibrate_split = (image_dir, ann_json)`` a ProbPose model
+    is temperature-calibrated on that split first and the temperatures go to meta["calibration"]. Both trainers
+    (``export_weights`` and ``training.cached.export``) end here."""
+    from probpose.weights import save_safetensors
+
+    if calibrate_split is not None and model.kind == "probpose":
+        cal = calibrate(model, *calibrate_split, work_dir=Path(work_dir), seed=seed)
         cal["train_temperature"] = float(model.config.temperature)
         cal["fit_split"] = str(calibrate_split[1])
         cal["presence_folded_into"] = "head.probability_layers.12 (weight and bias divided by T)"
         apply_calibration(model, cal["map_temperature"], cal["presence_temperature"])
         meta["calibration"] = cal
-    elif config.kind == "probpose_dh":
+    elif model.kind == "probpose_dh":
         meta["calibration"] = ("skipped: ProbPose-DH maps are raw (normalize='none', no temperature) and its "
                                "presence is left uncalibrated")
     return save_safetensors(model, out_path, metadata=json.loads(json.dumps(meta, default=str)))
