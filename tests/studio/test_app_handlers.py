@@ -28,31 +28,6 @@ from studio import (
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    import torch
-
-    from probpose.models import probpose_test, vitpose_test
-    from probpose.weights import save_safetensors
-
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    pp = save_safetensors(probpose_test().eval(), d / "pp.safetensors")
-    hm = save_safetensors(vitpose_test().eval(), d / "hm.safetensors")
-    return pp, hm
-
-
-@pytest.fixture()
-def app_env(tiny_weights, monkeypatch, tmp_path):
-    pp, hm = tiny_weights
-    monkeypatch.setenv("PROBPOSE_WEIGHTS", str(pp))
-    monkeypatch.setenv(models.ENV_BASELINE, str(hm))
-    monkeypatch.setattr(settings, "PRECOMPUTED_DIR", tmp_path / "precomputed")
-    models.clear_model_cache()
-    yield
-    models.clear_model_cache()
-
-
-@pytest.fixture(scope="module")
 def photo(coco_val) -> str:
     return str(coco_val[0] / "000000000885.jpg")
 
@@ -63,7 +38,7 @@ def _count_forwards(spec: models.ModelSpec) -> list[int]:
     return calls
 
 
-def test_explore_redraw_reuses_cached_network_outputs(app_env, photo):
+def test_explore_redraw_reuses_cached_network_outputs(studio_env, photo):
     calls = _count_forwards(models.model_spec(models.MODEL_EMBEDDED))
     session, drawing, data, bars, kp, status, path = explore.explore_run(photo, inputs.BOX_WHOLE)
     assert calls[0] > 0 and isinstance(session, state.ExploreSession)
@@ -86,7 +61,7 @@ def test_explore_redraw_reuses_cached_network_outputs(app_env, photo):
     assert a != b
 
 
-def test_keypoint_figure_panels(app_env, photo):
+def test_keypoint_figure_panels(studio_env, photo):
     session = explore.explore_run(photo, inputs.BOX_WHOLE)[0]
     result = state.decode_session(session)
     fig = figures.keypoint_figure(session.image, result.people[0], 9, 0.9)
@@ -95,13 +70,13 @@ def test_keypoint_figure_panels(app_env, photo):
     assert len(fig.layout.annotations) >= 4  # three panel titles + the disagreement note
 
 
-def test_predict_typed_boxes_and_json(app_env, photo):
+def test_predict_typed_boxes_and_json(studio_env, photo):
     data, drawing = explore.predict(photo, "100, 50, 300, 400\n350,60,500,420")
     assert [p["box"] for p in data["people"]] == [[100, 50, 300, 400], [350, 60, 500, 420]]
     assert data["model"]["kind"] == "probpose" and drawing.dtype == np.uint8
 
 
-def test_automatic_boxes_say_nobody_and_whole_image_is_explicit(app_env):
+def test_automatic_boxes_say_nobody_and_whole_image_is_explicit(studio_env):
     flat = np.full((200, 160, 3), 127, np.uint8)  # nobody here
     session, drawing, data, *_ = explore.explore_run(flat)
     assert session is None and drawing is None and "No person found" in data["error"]
@@ -117,7 +92,7 @@ def _png_bytes(arr, mode=None, fmt="PNG") -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["rgba", "gray", "16bit", "cmyk"])
-def test_unusual_image_modes_run(app_env, tmp_path, kind):
+def test_unusual_image_modes_run(studio_env, tmp_path, kind):
     rng = np.random.default_rng(0)
     path = tmp_path / f"{kind}.png"
     if kind == "rgba":
@@ -134,7 +109,7 @@ def test_unusual_image_modes_run(app_env, tmp_path, kind):
     assert session.image.shape == (120, 90, 3) and drawing is not None
 
 
-def test_bad_inputs_give_messages_not_exceptions(app_env, tmp_path, photo):
+def test_bad_inputs_give_messages_not_exceptions(studio_env, tmp_path, photo):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     empty = tmp_path / "empty.png"
@@ -164,14 +139,14 @@ def test_bad_inputs_give_messages_not_exceptions(app_env, tmp_path, photo):
     assert explore.explore_run(photo, inputs.BOX_WHOLE)[0] is not None
 
 
-def test_gradio_payloads_are_read_by_our_loader(app_env, photo):
+def test_gradio_payloads_are_read_by_our_loader(studio_env, photo):
     # preprocess=False hands the raw FileData dict to the handler
     session = explore.explore_run({"path": photo, "orig_name": "x.jpg", "meta": {"_type": "gradio.FileData"}},
                             inputs.BOX_WHOLE)[0]
     assert session.image.shape == (427, 640, 3)
 
 
-def test_big_image_is_downscaled(app_env, monkeypatch):
+def test_big_image_is_downscaled(studio_env, monkeypatch):
     monkeypatch.setattr(settings, "MAX_SIDE", 300)
     image, notes = inputs.load_input_image(np.zeros((600, 400, 3), np.uint8))
     assert image.shape == (300, 200, 3) and any("downscaled" in n for n in notes)
@@ -188,7 +163,7 @@ def test_parse_boxes_and_click_corners():
     assert text.splitlines() == ["10,60,50,200", "1,1,30,30"]
 
 
-def test_compare_same_crops_and_cached_redraw(app_env, photo):
+def test_compare_same_crops_and_cached_redraw(studio_env, photo):
     pp_calls = _count_forwards(models.model_spec(models.MODEL_EMBEDDED))
     hm_calls = _count_forwards(models.baseline_spec())
     state, pp_img, hm_img, maps, scores, rows, status = compare.compare_run(photo, inputs.BOX_TYPED, "100,50,300,400")
@@ -201,7 +176,7 @@ def test_compare_same_crops_and_cached_redraw(app_env, photo):
     assert "right knee" in out[2].layout.annotations[0].text
 
 
-def test_sweep_preview_runs_once_per_image(app_env, photo):
+def test_sweep_preview_runs_once_per_image(studio_env, photo):
     calls = _count_forwards(models.model_spec(models.MODEL_EMBEDDED))
     whole = dict(box_mode=inputs.BOX_WHOLE)
     state, drawing, md = sweep.sweep_preview(None, photo, 0.3, **whole)
@@ -210,7 +185,7 @@ def test_sweep_preview_runs_once_per_image(app_env, photo):
     assert calls[0] == ran and "0.90" in md2 and drawing2 is not None
 
 
-def test_analysis_views_from_precomputed_json(app_env, tmp_path):
+def test_analysis_views_from_precomputed_json(studio_env, tmp_path):
     pre = settings.PRECOMPUTED_DIR
     # nothing there yet: the tabs say so instead of failing
     info, table = cropcoco.cropcoco_table()
@@ -247,7 +222,7 @@ def test_tab_query_and_gpu_shim():
     assert inputs.keypoint_index("left wrist") == KEYPOINT_NAMES.index("left_wrist") == inputs.keypoint_index(9)
 
 
-def test_views_read_the_analysis_metrics_format(app_env):
+def test_views_read_the_analysis_metrics_format(studio_env):
     levels = [0.25, 0.5, 0.75, 1.0]
     metrics = {"model": "m", "kind": "probpose",
                "calibration": {"maps": {"temperature_fitted": 0.8,
@@ -279,7 +254,7 @@ def tiny_dh(tmp_path_factory):
     return save_safetensors(probpose_test_dh().eval(), tmp_path_factory.mktemp("dh") / "dh.safetensors")
 
 
-def test_dual_model_explore_redraw_and_keypoint_panel(app_env, tiny_dh, photo):
+def test_dual_model_explore_redraw_and_keypoint_panel(studio_env, tiny_dh, photo):
     from probpose.draw import padded_canvas, pose_windows
 
     calls = _count_forwards(models.model_spec(models.MODEL_CUSTOM, str(tiny_dh)))
@@ -316,7 +291,7 @@ def test_dual_model_explore_redraw_and_keypoint_panel(app_env, tiny_dh, photo):
     assert calls[0] == ran
 
 
-def test_dual_embedded_choice(app_env, tiny_dh, photo, monkeypatch, tmp_path):
+def test_dual_embedded_choice(studio_env, tiny_dh, photo, monkeypatch, tmp_path):
     from probpose import weights
 
     monkeypatch.setitem(weights.ALIASES, "embedded-dh", tmp_path / "absent.safetensors")
@@ -329,7 +304,7 @@ def test_dual_embedded_choice(app_env, tiny_dh, photo, monkeypatch, tmp_path):
     assert drawing is not None
 
 
-def test_compare_with_dual_model(app_env, tiny_dh, photo):
+def test_compare_with_dual_model(studio_env, tiny_dh, photo):
     state, pp_img, hm_img, maps, scores, rows, status = compare.compare_run(
         photo, inputs.BOX_TYPED, "100,50,300,400", models.MODEL_CUSTOM, str(tiny_dh), "left_wrist")
     assert state is not None and state[0].kind == "probpose_dh", status
@@ -340,7 +315,7 @@ def test_compare_with_dual_model(app_env, tiny_dh, photo):
     assert out[0] is not None and len(out[4]) == 17
 
 
-def test_redraw_sends_pictures_as_images_and_skips_unchanged_figures(app_env, photo):
+def test_redraw_sends_pictures_as_images_and_skips_unchanged_figures(studio_env, photo):
     """H13: the keypoint panel carries JPEG images (not number lists) and a redraw re-sends a figure only when it
     changed (Gradio has no partial figure update)."""
     import gradio as gr
