@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -156,23 +154,8 @@ def test_pycocotools_rules_equal_pycocotools_on_real_data(coco_val):
     assert ours["AP"] == pytest.approx(ref["AP"], abs=1e-12)
 
 
-def _exococotools():
-    """Import exococotools 1.0.0's COCOeval with the ExCocotools shim (spec 7.3), or skip."""
-    try:
-        import exococotools._mask as mask
-    except ImportError:
-        pytest.skip("exococotools not installed (optional: pip install exococotools==1.0.0 --no-build-isolation)")
-    shim = types.ModuleType("ExCocotools")
-    shim._mask = mask
-    sys.modules.setdefault("ExCocotools", shim)
-    sys.modules.setdefault("ExCocotools._mask", mask)
-    from exococotools.cocoeval import COCOeval
-
-    return COCOeval
-
-
 @pytest.mark.slow
-def test_parity_with_exococotools(coco_val, tmp_path):
+def test_parity_with_exococotools(coco_val, tmp_path, exococotools_cocoeval):
     import contextlib
     import copy
     import io
@@ -180,7 +163,7 @@ def test_parity_with_exococotools(coco_val, tmp_path):
     from analysis.coco_io import to_pycocotools
     from analysis.cropcoco import generate_cropcoco
 
-    COCOeval = _exococotools()
+    COCOeval = exococotools_cocoeval
     img, ann = coco_val
     cs = load_coco(ann).subset(sorted(load_coco(ann).images)[:60])
     s = generate_cropcoco(img, cs, tmp_path / "cc", progress=False)

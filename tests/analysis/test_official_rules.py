@@ -276,24 +276,6 @@ def test_runner_selection_and_gt_box_clipping():
 # ---------------------------------------------------------------------- cross-check against the official algorithm
 
 
-def _official_cocoeval():
-    """exococotools 1.0.0's COCOeval (the pip release of the official ``_cocoeval.py``), or skip."""
-    import sys
-    import types
-
-    try:
-        import exococotools._mask as mask
-    except ImportError:
-        pytest.skip("exococotools not installed (optional: see docs/analysis.md)")
-    shim = types.ModuleType("ExCocotools")
-    shim._mask = mask
-    sys.modules.setdefault("ExCocotools", shim)
-    sys.modules.setdefault("ExCocotools._mask", mask)
-    from exococotools.cocoeval import COCOeval
-
-    return COCOeval
-
-
 def _synthetic_set(rng, n_images=12, kind="inout"):
     """A COCO dict + results covering one of the hard cases (see ``test_matches_the_official_evaluator``)."""
     images, anns, res = [], [], []
@@ -363,7 +345,7 @@ def _sets(coco_val, tmp_path):
 
 
 @pytest.mark.slow
-def test_matches_the_official_evaluator(coco_val, tmp_path):
+def test_matches_the_official_evaluator(coco_val, tmp_path, exococotools_cocoeval):
     """Seven sets (our CropCOCO, COCO val, in/out cases, presences on the threshold grid, presences outside [0, 1],
     > 20 detections per image, duplicates / false positives / unlabelled and crowd people / an image without GT):
     every stat of standard AP and of Ex-AP at fixed thresholds equals the official code's (exococotools 1.0.0, the
@@ -374,7 +356,7 @@ def test_matches_the_official_evaluator(coco_val, tmp_path):
 
     from analysis.coco_io import to_pycocotools
 
-    COCOeval = _official_cocoeval()
+    COCOeval = exococotools_cocoeval
     names = {"AP .5": "AP50", "AP .75": "AP75", "AP (M)": "APm", "AP (L)": "APl", "AR .5": "AR50",
              "AR .75": "AR75", "AR (M)": "ARm", "AR (L)": "ARl", "OKS": "loc_similarity"}
     for set_name, (gt, res) in _sets(coco_val, tmp_path).items():
