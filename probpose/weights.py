@@ -386,7 +386,8 @@ def resolve_source(source: str | os.PathLike | None = None, *, revision: str | N
                           "nor a Hugging Face id 'org/name[/file]'")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MB chunks (checkpoints are hundreds of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -430,7 +431,7 @@ def load_pretrained(source: str | os.PathLike | None = None, *, kind: str = "aut
     else:
         sd, meta = load_state_dict_file(path, trusted=trusted)
         if from_hub:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             extra["sha256"] = digest
             known = KNOWN_SHA256.get(path.name)
             if known and known != digest:

@@ -14,7 +14,6 @@ sdist needs Cython to build its metadata), hence the direct, hash-checked downlo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tarfile
@@ -32,13 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from any folder
     sys.path.insert(0, str(REPO))
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from probpose.weights import sha256_file  # noqa: E402  (after the path set-up above)
 
 
 def download_sdist(dest_dir: Path) -> Path:
