@@ -40,12 +40,15 @@ from studio import (  # noqa: E402  (studio/__init__ imports `spaces` before tor
     cropcoco,
     examples,
     explore,
+    gradio_fixes,
     inputs,
     models,
     settings,
     state,
     sweep,
 )
+
+gradio_fixes.install()  # concurrent visitors of the same picture must not get a half-written image
 
 KEYPOINTS = list(KEYPOINT_NAMES)
 # System fonts only: the default theme would fetch Google fonts, and the app must work offline.

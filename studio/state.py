@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 import traceback
@@ -20,7 +22,7 @@ import torch
 
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD
 from probpose.errors import ProbPoseError
-from studio import spaces  # imported first by studio/__init__ (ZeroGPU)
+from studio import settings, spaces  # spaces is imported first by studio/__init__ (ZeroGPU)
 from studio.inputs import load_input_image, resolve_boxes, unit_value
 from studio.models import ModelSpec, banner, get_model, has_presence, load_model, model_kind, model_spec
 
@@ -230,8 +232,37 @@ def decode_session(session: ExploreSession, decoder: str | None = DECODER_EOKS,
     return session_predictor(session).predict(**kwargs)
 
 
+_OUTPUT_ROOT: Path | None = None
+
+
+def output_root() -> Path:
+    """This process's folder for download files (one per process, removed at exit)."""
+    global _OUTPUT_ROOT
+    if _OUTPUT_ROOT is None or not _OUTPUT_ROOT.is_dir():
+        _OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="probpose_app_"))
+        atexit.register(shutil.rmtree, _OUTPUT_ROOT, True)
+    return _OUTPUT_ROOT
+
+
+def sweep_outputs(max_age_s: float | None = None) -> int:
+    """Delete download folders older than the cache age (Gradio has copied them into its own cache by then);
+    returns how many were removed. Without this every Run left a folder in /tmp for good."""
+    max_age_s = settings.CACHE_MAX_AGE_SECONDS if max_age_s is None else max_age_s
+    now, removed = time.time(), 0
+    for d in output_root().iterdir():
+        try:
+            if now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:  # another request swept it
+            pass
+    return removed
+
+
 def write_json(data: dict, stem: str = "probpose_keypoints") -> str:
-    folder = Path(tempfile.mkdtemp(prefix="probpose_app_"))
+    """Write a download file (its own folder, so the visitor gets the plain name) and sweep old ones."""
+    sweep_outputs()
+    folder = Path(tempfile.mkdtemp(dir=output_root()))
     path = folder / f"{stem}.json"
     path.write_text(json.dumps(data, indent=1, default=json_default))
     return str(path)
