@@ -135,6 +135,8 @@ def main(argv=None) -> int:
 
     print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
     work = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    # gradio_client leaves an empty folder in the temp dir per downloaded file: keep them in ours (removed at the end)
+    tempfile.tempdir = str(work)
     cache = work / "gradio"
     cache.mkdir()
     photos = photos_with_boxes(max(args.images, args.latency_images))

@@ -67,9 +67,14 @@ def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, 
     k = keypoint_index(keypoint)
     i, person_note = person_choice(person, len(result.people))
     drawing = draw_result(session.image, result, highlight_person=i, keypoint=k, mass=float(mass))
-    data = result_json(session, result, decoder, threshold, calibrated)
     p = result.people[i]
     views = session.views
+    json_key = (str(decoder), round(float(threshold), 6), bool(calibrated))
+    if redraw and views.get("json") == json_key:  # keypoint / mass / person changes leave the JSON as it is
+        data = file = gr.skip()
+    else:
+        data = result_json(session, result, decoder, threshold, calibrated)
+        file = write_json(data)
     bars_key = (i, round(float(threshold), 6))
     kp_key = (i, k, round(float(mass), 6), str(decoder), bool(calibrated))
     if redraw and views.get("bars") == bars_key:
@@ -80,7 +85,7 @@ def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, 
         kp = gr.skip()
     else:
         kp = keypoint_figure(session.image, p, k, float(mass), session.kind)
-    views.update(bars=bars_key, keypoint=kp_key)
+    views.update(bars=bars_key, keypoint=kp_key, json=json_key)
     notes = [person_note] if person_note else []
     if p.is_dual:
         e, w = p.expert_keypoints[k], p.wide_keypoints[k]
@@ -89,7 +94,7 @@ def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, 
     note = temperature_note(session, bool(calibrated))
     if note:
         notes.append(note)
-    return drawing, data, bars, kp, _status(session, result, "\n\n".join(notes)), write_json(data)
+    return drawing, data, bars, kp, _status(session, result, "\n\n".join(notes)), file
 
 
 def _explore_error(message: str):

@@ -327,6 +327,9 @@ def test_redraw_sends_pictures_as_images_and_skips_unchanged_figures(studio_env,
     skip = gr.skip()
     same_kp = explore.explore_redraw(session, state.DECODER_EOKS, 0.9, settings.DEFAULT_MASS, "left_wrist", 0, True)
     assert same_kp[3] == skip and same_kp[2] != skip  # threshold moved: bars change, the keypoint panel does not
+    assert same_kp[1] != skip and same_kp[5].endswith(".json")  # ... and the keypoints JSON (present flags)
+    assert same_kp[1]["settings"]["presence_threshold"] == 0.9
     other = explore.explore_redraw(session, state.DECODER_EOKS, 0.9, settings.DEFAULT_MASS, "right_knee", 0, True)
     assert other[3] != skip and other[2] == skip
+    assert other[1] == skip and other[5] == skip  # another keypoint: the JSON and its file are not re-sent
     assert "right knee" in " ".join(a.text for a in other[3].layout.annotations)
