@@ -233,8 +233,9 @@ class FeatureCache:
 def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, crop_prob: float, seed: int,
                 trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
                 data_root: Path = DATA_ROOT, first_view: int = 0, max_views: int | None = None,
-                background: bool = False) -> int:
-    """Compute (or continue) the cache in `out`; returns the number of views done."""
+                background: bool = False, commit_every: int | None = None) -> int:
+    """Compute (or continue) the cache in `out`; returns the number of views done. Progress is committed (the
+    sample list written) every `commit_every` views of this run (default 16 batches) and at the end."""
     import cv2
 
     cv2.setNumThreads(int(os.environ.get("CACHE_THREADS", "2")))
@@ -274,6 +275,7 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
     run_trunk = trunk_runner(trunk_weights)
     t0 = time.time()
     start = len(samples)
+    every = commit_every or batch * 16
     stop = len(plan) if max_views is None else min(len(plan), max_views)
     while len(samples) < stop:
         chunk = plan[len(samples):min(len(samples) + batch, stop)]
@@ -294,7 +296,8 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
         i0 = len(samples)
         feats[i0:i0 + len(chunk)] = run_trunk(np.stack(crops)).astype(np.float16)
         samples += new
-        if len(samples) % (batch * 16) == 0 or len(samples) == stop:
+        # counted from this run's start: a resumed count need not be a multiple of the interval
+        if (len(samples) - start) % every < len(chunk) or len(samples) == stop:
             feats.flush()
             tmp = out / "samples.pkl.tmp"
             with open(tmp, "wb") as f:

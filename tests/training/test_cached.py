@@ -44,6 +44,10 @@ def test_cache_is_resumable_and_deterministic(tiny_cache, monkeypatch):
     aug = AugmentConfig(crop_prob=0.0)
     assert features.build_cache(tiny_cache, 1, 2, aug, 0.8, 0, EMBEDDED_WEIGHTS, batch=3, max_views=9,
                                 data_root=DATA) == 9
+    # A resumed run commits on its own count: interrupted (time limit) after one batch, that batch is kept.
+    assert features.build_cache(tiny_cache, 1, 2, aug, 0.8, 0, EMBEDDED_WEIGHTS, batch=2, max_views=20,
+                                data_root=DATA, limit_s=0.0, commit_every=2) == 11
+    assert features.CombinedCache([tiny_cache]).done == 11
     with pytest.raises(SystemExit, match="other settings"):
         features.build_cache(tiny_cache, 1, 2, aug, 0.5, 0, EMBEDDED_WEIGHTS, max_views=9, data_root=DATA)
 
