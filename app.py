@@ -15,8 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at star
 def _bound_malloc_arenas() -> None:
     """glibc gives every worker thread its own malloc arena, and with Gradio's thread pool the freed request
     buffers then stay resident: RSS grew ~20 MB per 30 requests under 10 concurrent clients. Two arenas keep it
-    lower (benchmarks/bench_app.py; not yet within the 50 MB target). The cap is set with mallopt at import
-    (`MALLOC_ARENA_MAX=2 python app.py` sets it before any thread starts). PROBPOSE_APP_MALLOC_ARENAS=0 leaves
+    lower (benchmarks/bench_app.py; RSS still swings by ~100 MB between rounds). The cap is set with mallopt at
+    import (`MALLOC_ARENA_MAX=2 python app.py` sets it before any thread starts). PROBPOSE_APP_MALLOC_ARENAS=0 leaves
     glibc's default."""
     arenas = int(os.environ.get("PROBPOSE_APP_MALLOC_ARENAS", "2"))
     if arenas <= 0 or not sys.platform.startswith("linux"):
