@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from probpose import PosePredictor, load_image, load_pretrained  # noqa: E402
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, KEYPOINT_NAMES  # noqa: E402
-from probpose.geometry import box_to_window  # noqa: E402
+from training.features import window_clear  # noqa: E402  (the training background crops' test)
 
 VAL = ROOT.parent / "shared" / "data" / "coco_subset"
 
@@ -47,11 +47,7 @@ def empty_boxes(ann_path: Path, image_dir: Path, limit: int, seed: int = 0):
             bw, bh = rng.uniform(0.2, 0.5) * w, rng.uniform(0.3, 0.7) * h
             cx, cy = rng.uniform(bw / 2, w - bw / 2), rng.uniform(bh / 2, h - bh / 2)
             box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
-            center, scale = box_to_window(box)
-            win = np.concatenate([center - scale / 2, center + scale / 2])
-            others = boxes.get(im["id"], [])
-            inter = [np.maximum(0, np.minimum(win[2:], b[2:]) - np.maximum(win[:2], b[:2])).prod() for b in others]
-            if all(i <= 0.05 * max((b[2:] - b[:2]).prod(), 1.0) for i, b in zip(inter, others, strict=True)):
+            if window_clear(box, boxes.get(im["id"], [])):
                 out.append((path, box))
                 break
     return out

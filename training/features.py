@@ -27,7 +27,7 @@ import numpy as np
 
 from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
 
-__all__ = ["TRAIN_SOURCES", "training_people", "CachePlan", "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
+__all__ = ["TRAIN_SOURCES", "training_people", "window_clear", "CachePlan", "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 # (name, annotation json, image folder) under the data root; never coco_subset/val2017.
@@ -62,6 +62,20 @@ def view_augment(base: AugmentConfig, view: int, crop_prob: float) -> AugmentCon
 BACKGROUND_VIEW = -1  # the view index stored for background (no-person) crops
 
 
+def window_clear(box: np.ndarray, others: list[np.ndarray], max_overlap: float = 0.05) -> bool:
+    """True when the activation window of `box` (xyxy) overlaps none of the person boxes `others` (xyxy) by more
+    than `max_overlap` of that person box's area: a crop with nobody in it."""
+    from probpose.geometry import box_to_window
+
+    center, scale = box_to_window(box)
+    win = np.concatenate([center - scale / 2, center + scale / 2])
+    for b in others:
+        inter = np.maximum(0, np.minimum(win[2:], b[2:]) - np.maximum(win[:2], b[:2])).prod()
+        if inter > max_overlap * max((b[2:] - b[:2]).prod(), 1.0):
+            return False
+    return True
+
+
 def background_sample(image: np.ndarray, person: PersonRecord, others: list[np.ndarray], rng: np.random.Generator,
                       tries: int = 50) -> Sample | None:
     """A crop of the person's image with nobody in it: a box of about the person's size placed where its activation
@@ -78,16 +92,9 @@ def background_sample(image: np.ndarray, person: PersonRecord, others: list[np.n
         cw, ch = min(bw * s, w * 0.9), min(bh * s, h * 0.9)
         cx, cy = rng.uniform(cw / 2, w - cw / 2), rng.uniform(ch / 2, h - ch / 2)
         box = np.array([cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2])
-        center, scale = box_to_window(box)
-        win = np.concatenate([center - scale / 2, center + scale / 2])
-        ok = True
-        for b in others:
-            inter = np.maximum(0, np.minimum(win[2:], b[2:]) - np.maximum(win[:2], b[:2])).prod()
-            if inter > 0.05 * max((b[2:] - b[:2]).prod(), 1.0):
-                ok = False
-                break
-        if not ok:
+        if not window_clear(box, others):
             continue
+        center, scale = box_to_window(box)
         crop = warp_image(image, udp_warp_matrix(center, scale, 0.0), INPUT_SIZE)
         k = NUM_KEYPOINTS
         far = np.full((k, 2), -1e4)

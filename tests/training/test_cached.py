@@ -94,3 +94,14 @@ def test_presence_absent_weight_scales_only_out_of_window_terms():
     four = losses_for(model, out, batch, presence_absent_weight=4.0)["loss_presence"]
     absent_only = losses_for(model, out, {**batch, "annotated": 1 - in_window})["loss_presence"]
     torch.testing.assert_close(four, one + 3 * absent_only)
+
+
+def test_window_clear_is_the_background_crops_test():
+    """training.features.window_clear: the activation window (box x1.25) must not overlap a person box by more
+    than 5% of that box; background_sample only returns crops that pass it."""
+    person = np.array([100.0, 100.0, 200.0, 300.0])
+    assert not features.window_clear(np.array([150.0, 150.0, 250.0, 350.0]), [person])
+    assert features.window_clear(np.array([400.0, 100.0, 500.0, 300.0]), [person])
+    # a box just beside the person: the box itself is clear, its 1.25x window is not
+    assert not features.window_clear(np.array([203.0, 100.0, 303.0, 300.0]), [person])
+    assert features.window_clear(np.array([0.0, 0.0, 10.0, 10.0]), [])
