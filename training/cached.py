@@ -49,8 +49,8 @@ class CachedTrainConfig:
     warmup: int = 100
     coco_fraction: float = 0.4  # share of COCO views in a batch (the rest LSPET)
     background_fraction: float = 0.0  # share of background (no-person) views, from `--background` caches
-    # weight of out-of-window keypoints in the presence BCE: they are ~9% of a crop-augmented batch, and with
-    # weight 1 the presence branch learned to call nearly every keypoint present
+    # weight of out-of-window keypoints in the presence BCE: they are a small minority of a crop-augmented batch,
+    # and with weight 1 the presence branch called 356 of 392 of them present on CropCOCO-val (MODEL_CARD.md)
     presence_absent_weight: float = 1.0
     init_from: str | None = None  # start from this last.pt's model weights (a fresh optimiser and schedule)
     train_only: list[str] = field(default_factory=list)  # name prefixes of the parameters to train; [] = all
