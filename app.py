@@ -42,6 +42,7 @@ from studio import (  # noqa: E402  (studio/__init__ imports `spaces` before tor
     explore,
     gradio_fixes,
     inputs,
+    memory,
     models,
     settings,
     state,
@@ -49,6 +50,7 @@ from studio import (  # noqa: E402  (studio/__init__ imports `spaces` before tor
 )
 
 gradio_fixes.install()  # concurrent visitors of the same picture must not get a half-written image
+memory.bound_malloc()  # RSS bounded under concurrent visitors (glibc arenas and mmap threshold; studio/memory.py)
 
 KEYPOINTS = list(KEYPOINT_NAMES)
 # System fonts only: the default theme would fetch Google fonts, and the app must work offline.

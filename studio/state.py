@@ -103,10 +103,14 @@ class ExploreSession:
 def run_network(spec: ModelSpec, image: np.ndarray, boxes: np.ndarray, box_source: str):
     """The only place the network runs. On ZeroGPU this is the GPU-decorated call."""
     from probpose.inference import PosePredictor
+    from studio import memory
 
     model = get_model(spec)
     predictor = PosePredictor(model, device=device())
-    predictor.set_image(image, boxes=boxes, box_source=box_source)
+    try:
+        predictor.set_image(image, boxes=boxes, box_source=box_source)
+    finally:
+        memory.trim()  # the forward's freed activations go back to the system (studio/memory.py)
     return predictor.outputs
 
 

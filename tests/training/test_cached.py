@@ -105,3 +105,41 @@ def test_window_clear_is_the_background_crops_test():
     # a box just beside the person: the box itself is clear, its 1.25x window is not
     assert not features.window_clear(np.array([203.0, 100.0, 303.0, 300.0]), [person])
     assert features.window_clear(np.array([0.0, 0.0, 10.0, 10.0]), [])
+
+
+@needs_data
+def test_cropcoco_style_people_cut_like_the_evaluation_and_combine_with_other_caches(tiny_cache, tmp_path,
+                                                                                   monkeypatch):
+    """`--cropcoco-seeds`: people of CropCOCO-style sets of the training images (the evaluation's cuts, neighbours
+    included), out-of-image keypoints at their true place, read together with a cache of the plain people."""
+    from analysis.exoks import pad_to_contain
+    from probpose.codec import encode_probmaps
+
+    monkeypatch.setattr(features, "TRAIN_SOURCES", features.TRAIN_SOURCES[:1])
+    people, sources = features.cropcoco_training_people(tmp_path / "cc", seeds=1, progress=False, data_root=DATA)
+    assert set(sources) == {"coco_subset"} and len(people) > 100
+    # The sets are written once; a second call reads the same people back.
+    again, _ = features.cropcoco_training_people(tmp_path / "cc", seeds=1, progress=False, data_root=DATA)
+    assert len(again) == len(people)
+    # Cut off, far enough to leave the window: the codec's in-window target agrees with Ex-OKS's geometry.
+    out_codec = out_geom = 0
+    for p in people:
+        box = np.array([p.box[0], p.box[1], p.box[2] - p.box[0], p.box[3] - p.box[1]])
+        geom = (pad_to_contain(box, p.keypoints) > 1.25) & (p.keypoints[:, 2] > 0)
+        s = features.make_sample(features.read_image_rgb(p.image_path), p, AugmentConfig(enabled=False), None)
+        t = encode_probmaps(s.keypoints[None], s.annotated[None])
+        codec = s.annotated & (np.asarray(t.in_window)[0] < 0.5)
+        out_geom += geom.sum()
+        out_codec += codec.sum()
+        assert (codec <= geom).all()  # never out of window where the evaluation says in
+    assert out_geom > 50 and out_codec >= 0.9 * out_geom  # a pixel's rounding at the window edge may differ
+
+    aug = AugmentConfig(flip_prob=0.5, half_body_prob=0.0, shift_prob=0.0, scale_prob=0.0, rotate_prob=0.0)
+    cc = tmp_path / "cc"
+    assert features.build_cache(cc, 1, 1, aug, 0.0, 0, EMBEDDED_WEIGHTS, batch=3, max_views=4, data_root=DATA,
+                                cropcoco_seeds=1) == 4
+    both = features.CombinedCache([tiny_cache, cc])
+    plain = features.CombinedCache([tiny_cache])
+    assert both.done == plain.done + 4 and len(both.people) == len(plain.people) + len(people)
+    for pi, _, _ in both.samples[plain.done:]:  # person indices point into the appended people
+        assert both.people[pi].image_path.parent.name == "val2017" and "sets" in str(both.people[pi].image_path)
