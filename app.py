@@ -7,29 +7,13 @@ Only wiring lives here; every handler is a plain function in the `studio` packag
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at start-up
 
 
-def _bound_malloc_arenas() -> None:
-    """glibc gives every worker thread its own malloc arena, and with Gradio's thread pool the freed request
-    buffers then stay resident: RSS grew ~20 MB per 30 requests under 10 concurrent clients. Two arenas keep it
-    lower (benchmarks/bench_app.py; RSS still swings by ~100 MB between rounds). The cap is set with mallopt at
-    import (`MALLOC_ARENA_MAX=2 python app.py` sets it before any thread starts). PROBPOSE_APP_MALLOC_ARENAS=0 leaves
-    glibc's default."""
-    arenas = int(os.environ.get("PROBPOSE_APP_MALLOC_ARENAS", "2"))
-    if arenas <= 0 or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+from studio import memory  # noqa: E402  (ctypes only: before torch and Gradio start threads)
 
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc (musl): nothing to bound
-        pass
-
-
-_bound_malloc_arenas()
+memory.bound_malloc(int(os.environ.get("PROBPOSE_APP_MALLOC_ARENAS", "2")))  # RSS bounded under concurrent visitors
 
 import gradio as gr  # noqa: E402
 
@@ -42,7 +26,6 @@ from studio import (  # noqa: E402  (studio/__init__ imports `spaces` before tor
     explore,
     gradio_fixes,
     inputs,
-    memory,
     models,
     settings,
     state,
@@ -50,7 +33,6 @@ from studio import (  # noqa: E402  (studio/__init__ imports `spaces` before tor
 )
 
 gradio_fixes.install()  # concurrent visitors of the same picture must not get a half-written image
-memory.bound_malloc()  # RSS bounded under concurrent visitors (glibc arenas and mmap threshold; studio/memory.py)
 
 KEYPOINTS = list(KEYPOINT_NAMES)
 # System fonts only: the default theme would fetch Google fonts, and the app must work offline.

@@ -7,6 +7,8 @@ Main table (one run, measured interleaved round by round so that a shared, noisy
 each row is the best of --rounds):
   GEMM peak     fp32 torch.mm 2048x2048x2048 on this CPU with --threads threads, 8 back to back (~1 s, as long as
                 a network batch, so that both see the same share of a shared CPU), GFLOP/s
+  ViT linears   fp32 F.linear at the ViT's own four linear shapes (qkv, proj, fc1, fc2; batch --people), all
+                layers back to back: the rate the network's GEMMs can reach on this CPU (below the 2048^3 peak)
   roofline      official-architecture FLOPs per crop / GEMM peak (ms per crop)
   network       the model's forward on a batch of --people crops at precision "auto" (what PosePredictor runs)
   default path  PosePredictor(model) with its defaults (precision auto, batch 8) and flip off: set_image (warp,
@@ -107,6 +109,15 @@ def attention_flops(model: torch.nn.Module) -> float:
     return 2 * 2 * n * n * cfg.embed_dim * cfg.depth
 
 
+def linear_shapes(model: torch.nn.Module, n: int) -> list[tuple[int, int, int, int]]:
+    """(M, K, N, count) of the ViT's linear layers for a batch of n crops ([] for other backbones)."""
+    cfg = model.config.backbone
+    if not hasattr(cfg, "num_heads"):
+        return []
+    m, c, f, d = n * cfg.grid_size[0] * cfg.grid_size[1], cfg.embed_dim, cfg.ffn_dim, cfg.depth
+    return [(m, c, 3 * c, d), (m, c, c, d), (m, c, f, d), (m, f, c, d)]  # qkv, proj, fc1, fc2
+
+
 def hf_vitpose_s():
     """transformers' VitPose-S (random init) or None with a message when transformers is missing."""
     try:
@@ -143,6 +154,14 @@ def main_table(args, model, desc: str) -> None:
     vp = vitpose_s().eval()
     vp_flops = count_flops(vp, one, official=True)
     a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
+    shapes = linear_shapes(model, n)
+    operands = [(torch.randn(m, k), torch.randn(nn_, k), torch.randn(nn_)) for m, k, nn_, _ in shapes]
+    shape_flops = sum(2 * m * k * nn_ * c for m, k, nn_, c in shapes)
+
+    def vit_linears():  # the ViT's linear layers alone, as F.linear runs them in the network
+        for (x_, w_, b_), (*_, c) in zip(operands, shapes, strict=True):
+            for _ in range(c):
+                torch.nn.functional.linear(x_, w_, b_)
     dtype = autocast_dtype(pred.precision)
 
     def network():
@@ -161,7 +180,7 @@ def main_table(args, model, desc: str) -> None:
         with torch.inference_mode():
             vp(x)
 
-    rows = {"gemm": [], "network": [], "default": [], "hf": [], "vitpose_s": []}
+    rows = {"gemm": [], "network": [], "default": [], "hf": [], "vitpose_s": [], "linears": []}
     with torch.inference_mode():
         torch.mm(a, b)
     network(), default_path(), vp_run()  # warm-up (also builds the folded weights)
@@ -173,6 +192,9 @@ def main_table(args, model, desc: str) -> None:
         with torch.inference_mode():  # sustained: as long as a network batch, so both see the same contention
             rows["gemm"].append(2 * GEMM_N ** 3 * GEMM_REPS / _time(lambda: [torch.mm(a, b) for _ in range(GEMM_REPS)]))
         rows["network"].append(_time(network) / n)
+        if shapes:
+            with torch.inference_mode():
+                rows["linears"].append(shape_flops / _time(vit_linears))
         rows["default"].append(_time(default_path) / n)
         if hf is not None:
             rows["hf"].append(_time(hf_run) / n)
@@ -181,7 +203,7 @@ def main_table(args, model, desc: str) -> None:
               f"{rows['network'][-1] * 1e3:.0f}, default path {rows['default'][-1] * 1e3:.0f}"
               + (f", HF {rows['hf'][-1] * 1e3:.0f}" if hf is not None else "") + " ms/crop", flush=True)
     peak = max(rows["gemm"])
-    best = {k: min(v) * 1e3 for k, v in rows.items() if k != "gemm" and v}
+    best = {k: min(v) * 1e3 for k, v in rows.items() if k not in ("gemm", "linears") and v}
     roof = official / peak * 1e3
     roof_exec = executed / peak * 1e3
     print()
@@ -200,6 +222,10 @@ def main_table(args, model, desc: str) -> None:
     print(f"|{'-' * 60}|{'-' * 9}:|{'-' * 11}:|")
     print(f"| {f'fp32 GEMM peak, GFLOP/s: 8 x torch.mm 2048^3, {torch.get_num_threads()} threads':58} | "
           f"{peak / 1e9:8.1f} | {'':>10} |")
+    if rows["linears"]:
+        lin = max(rows["linears"])
+        print(f"| {f'fp32 GEMM at the ViT linear shapes (batch {n}), GFLOP/s':58} | {lin / 1e9:8.1f} | "
+              f"{f'{lin / peak:.0%} of peak':>10} |")
     row(f"roofline: official {official / 1e9:.2f} GFLOP / peak", roof)
     row(f"(executed {executed / 1e9:.2f} GFLOP / peak)", roof_exec)
     row(f"network, batch {n}, {pred.precision}", best["network"])
@@ -210,6 +236,10 @@ def main_table(args, model, desc: str) -> None:
     print()
     flip = "on" if args.flip else "off"
     print(f"default path (flip {flip}) / roofline: {best['default'] / roof:.2f} (target <= 1.2)")
+    if rows["linears"]:
+        print(f"at the GEMM rate of the ViT's own linear shapes ({max(rows['linears']) / 1e9:.0f} GFLOP/s) the official "
+              f"FLOPs take {official / max(rows['linears']) * 1e3:.1f} ms: default path / that = "
+              f"{best['default'] / (official / max(rows['linears']) * 1e3):.2f}")
     if "hf" in best:
         print(f"default path / HF VitPose-S network: {best['default'] / best['hf']:.2f}; our vitpose_s / HF VitPose-S: "
               f"{best['vitpose_s'] / best['hf']:.2f}")

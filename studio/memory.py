@@ -33,11 +33,15 @@ def _glibc():
 
 
 def bound_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
-    """Cap glibc's malloc arenas and fix its mmap threshold (disables the dynamic one). True when applied."""
+    """Cap glibc's malloc arenas (arenas <= 0: leave glibc's default) and fix its mmap threshold (disables the
+    dynamic one). Call it before threads start: arenas that exist stay. True when applied."""
     lib = _glibc()
     if not lib:
         return False
-    return bool(lib.mallopt(M_ARENA_MAX, int(arenas))) and bool(lib.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)))
+    ok = bool(lib.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)))
+    if arenas > 0:
+        ok = bool(lib.mallopt(M_ARENA_MAX, int(arenas))) and ok
+    return ok
 
 
 def trim() -> bool:

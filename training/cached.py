@@ -168,7 +168,14 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model = build_mbt_model(cfg.kind, cfg.model)
     if cfg.init_from:
-        model.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"], strict=False)
+        init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"]
+        own = model.state_dict()
+        # a part whose size the config changed (e.g. `model = {branch_channels = 128}`) starts fresh
+        resized = sorted(k for k, v in init.items() if k in own and own[k].shape != v.shape)
+        if resized:
+            print(f"init_from: {len(resized)} tensors change size and start fresh: {', '.join(resized[:6])}"
+                  + (" ..." if len(resized) > 6 else ""), flush=True)
+        model.load_state_dict({k: v for k, v in init.items() if k not in resized}, strict=False)
     for n, p in model.named_parameters():
         if n.startswith("backbone.trunk.") or (cfg.train_only and not n.startswith(tuple(cfg.train_only))):
             p.requires_grad_(False)

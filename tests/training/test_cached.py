@@ -143,3 +143,19 @@ def test_cropcoco_style_people_cut_like_the_evaluation_and_combine_with_other_ca
     assert both.done == plain.done + 4 and len(both.people) == len(plain.people) + len(people)
     for pi, _, _ in both.samples[plain.done:]:  # person indices point into the appended people
         assert both.people[pi].image_path.parent.name == "val2017" and "sets" in str(both.people[pi].image_path)
+
+
+@needs_data
+def test_init_from_a_checkpoint_with_other_branch_sizes_keeps_the_rest(tiny_cache, tmp_path, capsys):
+    """`init_from` with a config that resizes part of the model (wider scalar branches): the resized tensors start
+    fresh and are named, everything else (neck, map head) is copied."""
+    base = CachedTrainConfig(kind="probpose", cache=[str(tiny_cache)], trunk=str(EMBEDDED_WEIGHTS),
+                             out_dir=str(tmp_path / "a"), steps=1, batch_size=2, warmup=1, coco_fraction=1.0,
+                             threads=1)
+    first = torch.load(train(base), weights_only=False)["model"]
+    wide = CachedTrainConfig(**{**base.__dict__, "out_dir": str(tmp_path / "b"), "init_from": str(tmp_path / "a" /
+                                "last.pt"), "model": {"branch_channels": 32}, "lr": 0.0, "warmup": 10**6})
+    second = torch.load(train(wide), weights_only=False)["model"]
+    assert "start fresh: head." in capsys.readouterr().out
+    assert second["head.probability_layers.0.weight"].shape[0] == 32 != first["head.probability_layers.0.weight"].shape[0]
+    torch.testing.assert_close(second["head.final_layer.weight"], first["head.final_layer.weight"])  # lr 0: copied
