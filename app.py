@@ -90,6 +90,18 @@ def analysis_views():
     return (*cropcoco.cropcoco_table("probpose"), *calibration.calibration_views(), *sweep.sweep_views())
 
 
+# Gradio 6 fires a slider's `release` (our redraw trigger) on pointer-up only, so moving a slider with the arrow keys
+# changed its value without a redraw. A key that moves a range input ends with the same pointer-up event.
+SLIDER_KEYS_JS = """() => {
+  const keys = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "PageUp", "PageDown", "Home", "End"];
+  document.addEventListener("keyup", (e) => {
+    if (e.target && e.target.type === "range" && keys.includes(e.key)) {
+      e.target.dispatchEvent(new PointerEvent("pointerup", {bubbles: true}));
+    }
+  });
+}"""
+
+
 def build_demo() -> gr.Blocks:
     example_paths = examples.example_images()
     with gr.Blocks(title="ProbPose Studio", analytics_enabled=False,
@@ -126,7 +138,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     decoder = gr.Radio(state.DECODER_CHOICES, value=state.DECODER_EOKS, label="decoder")
                     threshold = gr.Slider(0.0, 1.0, value=DEFAULT_PRESENCE_THRESHOLD, step=0.01,
-                                          label="presence threshold")
+                                          label="presence threshold", elem_id="explore-threshold")
                     mass = gr.Slider(0.05, 0.99, value=settings.DEFAULT_MASS, step=0.01, label="credible mass")
                 with gr.Row():
                     keypoint = gr.Dropdown(KEYPOINTS, value=KEYPOINTS[0], label="keypoint")
@@ -135,7 +147,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     kp_plot = gr.Plot(label="selected keypoint: map, expected OKS, credible region")
                 with gr.Row():
-                    bars = gr.Plot(label="per-keypoint presence, visibility, predicted OKS")
+                    bars = gr.Plot(label="per-keypoint presence, visibility, predicted OKS", elem_id="explore-bars")
                 with gr.Row():
                     with gr.Accordion("keypoints JSON", open=False):
                         result_json = gr.JSON(label="keypoints")
@@ -294,6 +306,7 @@ def build_demo() -> gr.Blocks:
                            sweep_image, sweep_box_mode, sweep_boxes, sweep_state, sweep_draw, sweep_md])
         demo.load(analysis_views, api_name="analysis",
                   outputs=[*crop_table_outputs, *cal_outputs, *sweep_outputs])
+        demo.load(None, js=SLIDER_KEYS_JS)  # browser only: arrow keys on a slider redraw as a mouse release does
     return demo
 
 

@@ -84,3 +84,30 @@ def test_clicking_examples_runs_them(browser, served, tab):
         assert len(seen) == n and not toasts
     finally:
         page.close()
+
+
+def test_arrow_keys_on_the_threshold_slider_redraw(browser, served):
+    """Gradio fires a slider's `release` on pointer-up only; app.SLIDER_KEYS_JS makes a key that moves it redraw too
+    (the score chart's threshold line follows the slider)."""
+    app, url, _ = served
+    if not app.examples.example_images():
+        pytest.skip("no example images")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    try:
+        page.goto(f"{url}?tab=explore", wait_until="load")
+        items = page.locator(".tabitem:visible .gallery-item")
+        items.first.wait_for(state="visible", timeout=60_000)
+        items.first.click()
+        page.wait_for_function("() => document.querySelector('#explore-status').innerText.includes('person(s), "
+                               "network') && !document.body.innerText.includes('processing |')", timeout=TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelector('#explore-bars').innerText.includes('threshold 0.30')",
+                               timeout=60_000)  # plotly draws the chart after the response
+        slider = page.locator("#explore-threshold input[type=range]")
+        slider.focus()
+        for _ in range(20):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("() => document.querySelector('#explore-bars').innerText.includes('threshold 0.50')",
+                               timeout=TIMEOUT_MS)
+        assert page.locator(".toast-body.error, .toast-body.warning").count() == 0
+    finally:
+        page.close()
