@@ -228,7 +228,7 @@ def build_demo() -> gr.Blocks:
                     crop_image = gr.Image(label="ground truth (white) and prediction", type="numpy", format="png",
                                           interactive=False, scale=2)
                     crop_err = gr.Plot(label="per-keypoint error", scale=1)
-                crop_case_md = gr.Markdown(label="case")
+                crop_case_md = gr.Markdown(label="case", elem_id="cropcoco-case")
                 with gr.Row():
                     crop_compute = gr.Button("Recompute on a small subset (slow on CPU)")
                     crop_back = gr.Button("Back to the shipped results")
@@ -240,7 +240,9 @@ def build_demo() -> gr.Blocks:
                 crop_table.select(_crop_row, inputs=[crop_model], outputs=[crop_rank, *crop_case_outputs],
                                   api_visibility="private")
                 crop_model.change(cropcoco.cropcoco_table, inputs=[crop_model], outputs=crop_table_outputs,
-                                  api_name="cropcoco_table")
+                                  api_name="cropcoco_table").then(
+                    cropcoco.cropcoco_case, inputs=[crop_model, crop_rank], outputs=crop_case_outputs,
+                    api_visibility="private")  # the case panel shows the same rank for the other model
                 crop_compute.click(cropcoco.cropcoco_recompute, api_name="cropcoco_recompute", inputs=[crop_model],
                                    outputs=crop_table_outputs)
                 crop_back.click(cropcoco.cropcoco_shipped, inputs=[crop_model], outputs=crop_table_outputs,
@@ -305,7 +307,9 @@ def build_demo() -> gr.Blocks:
                            cmp_image, cmp_box_mode, cmp_boxes, cmp_state, *cmp_outputs,
                            sweep_image, sweep_box_mode, sweep_boxes, sweep_state, sweep_draw, sweep_md])
         demo.load(analysis_views, api_name="analysis",
-                  outputs=[*crop_table_outputs, *cal_outputs, *sweep_outputs])
+                  outputs=[*crop_table_outputs, *cal_outputs, *sweep_outputs]).then(
+            cropcoco.cropcoco_case, inputs=[crop_model, crop_rank], outputs=crop_case_outputs,
+            api_visibility="private")  # the CropCOCO tab opens on its worst case, not on empty panels
         demo.load(None, js=SLIDER_KEYS_JS)  # browser only: arrow keys on a slider redraw as a mouse release does
     return demo
 

@@ -111,3 +111,17 @@ def test_arrow_keys_on_the_threshold_slider_redraw(browser, served):
         assert page.locator(".toast-body.error, .toast-body.warning").count() == 0
     finally:
         page.close()
+
+
+def test_cropcoco_tab_opens_on_a_case(browser, served):
+    """The CropCOCO explorer shows case 0 (or why there is none) when the page loads, not empty panels."""
+    _, url, _ = served
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    try:
+        page.goto(f"{url}?tab=cropcoco", wait_until="load")
+        page.wait_for_function("() => { const e = document.querySelector('#cropcoco-case');"
+                               " return e && /[a-z]{3}/i.test(e.innerText); }", timeout=60_000)  # not the timer
+        text = page.locator("#cropcoco-case").inner_text()
+        assert "Case 0" in text or "no " in text.lower() or "could not" in text.lower(), text
+    finally:
+        page.close()
