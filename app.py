@@ -234,15 +234,16 @@ def build_demo() -> gr.Blocks:
                     crop_back = gr.Button("Back to the shipped results")
                 crop_table_outputs = [crop_info, crop_table]
                 crop_case_outputs = [crop_image, crop_err, crop_case_md]
+                # the case at the rank field, redrawn after the table changes (page load, model radio)
+                show_case = dict(fn=cropcoco.cropcoco_case, inputs=[crop_model, crop_rank], outputs=crop_case_outputs,
+                                 api_visibility="private")
                 crop_show.click(cropcoco.cropcoco_case, api_name="cropcoco_case", inputs=[crop_model, crop_rank],
                                 outputs=crop_case_outputs).then(cropcoco.shown_case, inputs=[crop_model, crop_rank],
                                                                 outputs=[crop_rank], api_visibility="private")
                 crop_table.select(_crop_row, inputs=[crop_model], outputs=[crop_rank, *crop_case_outputs],
                                   api_visibility="private")
                 crop_model.change(cropcoco.cropcoco_table, inputs=[crop_model], outputs=crop_table_outputs,
-                                  api_name="cropcoco_table").then(
-                    cropcoco.cropcoco_case, inputs=[crop_model, crop_rank], outputs=crop_case_outputs,
-                    api_visibility="private")  # the case panel shows the same rank for the other model
+                                  api_name="cropcoco_table").then(**show_case)
                 crop_compute.click(cropcoco.cropcoco_recompute, api_name="cropcoco_recompute", inputs=[crop_model],
                                    outputs=crop_table_outputs)
                 crop_back.click(cropcoco.cropcoco_shipped, inputs=[crop_model], outputs=crop_table_outputs,
@@ -307,9 +308,7 @@ def build_demo() -> gr.Blocks:
                            cmp_image, cmp_box_mode, cmp_boxes, cmp_state, *cmp_outputs,
                            sweep_image, sweep_box_mode, sweep_boxes, sweep_state, sweep_draw, sweep_md])
         demo.load(analysis_views, api_name="analysis",
-                  outputs=[*crop_table_outputs, *cal_outputs, *sweep_outputs]).then(
-            cropcoco.cropcoco_case, inputs=[crop_model, crop_rank], outputs=crop_case_outputs,
-            api_visibility="private")  # the CropCOCO tab opens on its worst case, not on empty panels
+                  outputs=[*crop_table_outputs, *cal_outputs, *sweep_outputs]).then(**show_case)
         demo.load(None, js=SLIDER_KEYS_JS)  # browser only: arrow keys on a slider redraw as a mouse release does
     return demo
 

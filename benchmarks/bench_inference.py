@@ -222,8 +222,8 @@ def main_table(args, model, desc: str) -> None:
     print(f"|{'-' * 60}|{'-' * 9}:|{'-' * 11}:|")
     print(f"| {f'fp32 GEMM peak, GFLOP/s: 8 x torch.mm 2048^3, {torch.get_num_threads()} threads':58} | "
           f"{peak / 1e9:8.1f} | {'':>10} |")
-    if rows["linears"]:
-        lin = max(rows["linears"])
+    lin = max(rows["linears"], default=None)  # GEMM rate at the ViT's own linear shapes (None: not a ViT)
+    if lin:
         print(f"| {f'fp32 GEMM at the ViT linear shapes (batch {n}), GFLOP/s':58} | {lin / 1e9:8.1f} | "
               f"{f'{lin / peak:.0%} of peak':>10} |")
     row(f"roofline: official {official / 1e9:.2f} GFLOP / peak", roof)
@@ -236,10 +236,10 @@ def main_table(args, model, desc: str) -> None:
     print()
     flip = "on" if args.flip else "off"
     print(f"default path (flip {flip}) / roofline: {best['default'] / roof:.2f} (target <= 1.2)")
-    if rows["linears"]:
-        print(f"at the GEMM rate of the ViT's own linear shapes ({max(rows['linears']) / 1e9:.0f} GFLOP/s) the official "
-              f"FLOPs take {official / max(rows['linears']) * 1e3:.1f} ms: default path / that = "
-              f"{best['default'] / (official / max(rows['linears']) * 1e3):.2f}")
+    if lin:
+        roof_lin = official / lin * 1e3
+        print(f"at the GEMM rate of the ViT's own linear shapes ({lin / 1e9:.0f} GFLOP/s) the official FLOPs take "
+              f"{roof_lin:.1f} ms: default path / that = {best['default'] / roof_lin:.2f}")
     if "hf" in best:
         print(f"default path / HF VitPose-S network: {best['default'] / best['hf']:.2f}; our vitpose_s / HF VitPose-S: "
               f"{best['vitpose_s'] / best['hf']:.2f}")
