@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probpose.errors import ProbPoseError
 from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
 
 __all__ = ["TRAIN_SOURCES", "training_people", "cropcoco_training_people", "window_clear", "CachePlan", "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
@@ -384,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    except ProbPoseError as e:  # missing or malformed data (--data-root), an unreadable image: one clear line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"done: {n} views in {args.out}")
     return 0
 

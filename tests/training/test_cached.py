@@ -159,3 +159,11 @@ def test_init_from_a_checkpoint_with_other_branch_sizes_keeps_the_rest(tiny_cach
     assert "start fresh: head." in capsys.readouterr().out
     assert second["head.probability_layers.0.weight"].shape[0] == 32 != first["head.probability_layers.0.weight"].shape[0]
     torch.testing.assert_close(second["head.final_layer.weight"], first["head.final_layer.weight"])  # lr 0: copied
+
+
+def test_features_cli_names_missing_data_in_one_line(tmp_path, capsys):
+    """A wrong --data-root (here with --cropcoco-seeds) is a one-line error naming the file, exit code 2."""
+    rc = features.main(["--out", str(tmp_path / "cc"), "--cropcoco-seeds", "1", "--views", "1", "--coco-views", "1",
+                        "--data-root", str(tmp_path / "absent")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "person_keypoints_train2017.json" in err and "Traceback" not in err
