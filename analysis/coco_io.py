@@ -119,7 +119,7 @@ def load_coco(path: str | Path) -> CocoSet:
     """
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"annotation file not found: {path}; pass the person_keypoints_*.json path with --ann")
+        raise AnnotationError(f"annotation file not found: {path}; give the path of a COCO person_keypoints_*.json file")
     text = path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise AnnotationError(f"annotation file {path} is empty; it should be a COCO JSON with images and annotations")

@@ -36,7 +36,14 @@ from analysis.calibration import (
 from analysis.coco_io import CocoSet, people_to_run
 from analysis.cocoeval import pycocotools_keypoint_ap
 from analysis.exoks import EvalParams, evaluate_keypoints
-from analysis.presence import DEFAULT_THRESHOLDS, oracle_threshold, presence_labels, presence_report
+from analysis.presence import (
+    DEFAULT_THRESHOLDS,
+    oracle_threshold,
+    person_roles,
+    presence_by_role,
+    presence_labels,
+    presence_report,
+)
 from analysis.scoring import NMS_THRESHOLD, nms_keep, rescore, results_with_scores
 from analysis.sweep import threshold_sweep
 from probpose import geometry
@@ -307,7 +314,8 @@ def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFA
     (``pycocotools`` on the same detections, for reference), 'exoks_oracle' / 'exoks_fixed' (Ex-mAP with
     per-visibility AP at the official oracle presence threshold and at ``fixed_threshold``), 'oracle_threshold'
     (-1 when the labels hold one class), 'presence' (error fixed / best / balanced + curve, on the evaluated
-    people), 'calibration', 'sweep' (see ``analysis.sweep``), 'coco_exact_area' (when some areas are estimated),
+    people), 'presence_by_role' (CropCOCO-style sets that record their cut targets: the same for the target and
+    for the other people in the crop), 'calibration', 'sweep' (see ``analysis.sweep``), 'coco_exact_area' (when some areas are estimated),
     'fixed_threshold'.
     """
     from tqdm import tqdm
@@ -346,6 +354,9 @@ def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFA
             phase("Ex-AP at the fixed threshold")
     phase("presence")
     metrics["presence"] = presence_report(r.presence, r.label, fixed_threshold)
+    roles = person_roles(gt)
+    if roles:  # a CropCOCO-style set of analysis.cropcoco: the cut target apart from the people around it
+        metrics["presence_by_role"] = presence_by_role(r.presence, r.label, r.ann_id, roles, fixed_threshold)
     if calibrate:
         phase("calibration (temperature fits)")
         metrics["calibration"] = _calibration(

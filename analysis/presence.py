@@ -30,6 +30,8 @@ __all__ = [
     "presence_error",
     "best_threshold",
     "presence_report",
+    "person_roles",
+    "presence_by_role",
 ]
 
 DEFAULT_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 21), 2)  # sweeps and curves: 0, 0.05, ..., 1 (display grid)
@@ -179,3 +181,37 @@ def presence_report(scores: np.ndarray, labels: np.ndarray, fixed_threshold: flo
         "curve": {"thresholds": [float(t) for t in thresholds], "error": [c.error for c in curve],
                   "balanced_error": [c.balanced_error for c in curve]},
     }
+
+
+def person_roles(gt: dict) -> dict[int, str]:
+    """Annotation id -> "target" (the person a CropCOCO-style image was cut around, ``images[].target_ann_id`` of
+    ``analysis.cropcoco``) or "other" (anyone else the crop cuts). Empty when the set records no targets (COCO, the
+    official CropCOCO release)."""
+    target = {im["id"]: im["target_ann_id"] for im in gt.get("images", []) if "target_ann_id" in im}
+    if not target:
+        return {}
+    return {a["id"]: "target" if a.get("source_ann_id") == target[a["image_id"]] else "other"
+            for a in gt.get("annotations", []) if a["image_id"] in target}
+
+
+def presence_by_role(scores: np.ndarray, labels: np.ndarray, ann_ids, roles: dict[int, str],
+                     fixed_threshold: float) -> dict:
+    """Presence error of each person role (``person_roles``): {role: {'people', 'fixed', 'best_balanced'}}.
+
+    Why: most out-of-window keypoints of a CropCOCO-style set belong to the people *around* the target, whose box
+    the crop clips to a sliver or to a region that shows someone else; the target's own keypoints leave the window
+    less often. The two are different problems and one number hides which one a model fails.
+
+    Args:
+        scores, labels: (N, K) as ``presence_report``. ann_ids: (N,) annotation id per row.
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    role = np.array([roles.get(int(a), "") for a in ann_ids])
+    out = {}
+    for name in ("target", "other"):
+        m = role == name
+        if m.any():
+            out[name] = {"people": int(m.sum()),
+                         "fixed": presence_error(scores[m], labels[m], fixed_threshold).to_dict(),
+                         "best_balanced": best_threshold(scores[m], labels[m], balanced=True).to_dict()}
+    return out

@@ -109,6 +109,15 @@ def markdown_report(metrics: dict, title: str = "ProbPose Studio evaluation", me
                      f"{s['false_out']} | {s['false_in']} |")
     lines.append(f"\nLabels: {p['fixed']['n_present']} keypoints inside, {p['fixed']['n_absent']} outside the "
                  "activation window.")
+    roles = m.get("presence_by_role") or {}
+    if roles:
+        lines += ["", "By person role (the set records whom each image was cut around):", "",
+                  "| people | n | keypoints inside / outside | error @ fixed | best balanced error |", "|---|---|---|---|---|"]
+        for name, label in (("target", "the cut target"), ("other", "other people in the crop")):
+            if name in roles:
+                f, b = roles[name]["fixed"], roles[name]["best_balanced"]
+                lines.append(f"| {label} | {roles[name]['people']} | {f['n_present']} / {f['n_absent']} | "
+                             f"{fmt(f['error'])}% | {fmt(b['balanced_error'])}% (thr {b['threshold']:.2f}) |")
     cal = m.get("calibration")
     if cal:
         lines += ["", "## Calibration (fit on a seeded half of the images, applied to the other half)", ""]

@@ -8,7 +8,15 @@ import numpy as np
 
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, KEYPOINT_NAMES
 from studio.examples import example_boxes, startup_example
-from studio.figures import draw_result, empty_figure, keypoint_figure, merge_note, scores_figure
+from studio.figures import (
+    chosen_map,
+    draw_result,
+    empty_figure,
+    keypoint_figure,
+    map_layer,
+    merge_note,
+    scores_figure,
+)
 from studio.inputs import BOX_AUTO, BOX_TYPED, keypoint_index, person_choice, unit_value
 from studio.models import MODEL_EMBEDDED, banner, has_presence
 from studio.settings import DEFAULT_MASS
@@ -66,9 +74,15 @@ def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, 
     result = decode_session(session, decoder, threshold, calibrated)
     k = keypoint_index(keypoint)
     i, person_note = person_choice(person, len(result.people))
-    drawing = draw_result(session.image, result, highlight_person=i, keypoint=k, mass=float(mass))
     p = result.people[i]
     views = session.views
+    # the map layer (overlay + credible region) does not move with the threshold: reused on threshold redraws
+    layer_key = (i, k, round(float(mass), 6), str(decoder), bool(calibrated), chosen_map(p, k) if p.is_dual else "")
+    cached = views.get("layer")
+    if cached is None or cached[0] != layer_key:
+        cached = (layer_key, map_layer(session.image, result, i, k, float(mass)))
+        views["layer"] = cached
+    drawing = draw_result(session.image, result, highlight_person=i, keypoint=k, layer=cached[1])
     json_key = (str(decoder), round(float(threshold), 6), bool(calibrated))
     if redraw and views.get("json") == json_key:  # keypoint / mass / person changes leave the JSON as it is
         data = file = gr.skip()

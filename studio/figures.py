@@ -298,15 +298,14 @@ def region_outlines(person, k: int, mass: float, which: str = "expert") -> tuple
     return [geometry.heatmap_to_image(q, person.center, person.scale) for q in polys], frac
 
 
-def draw_result(image: np.ndarray, result, highlight_person: int | None = None, keypoint: int | None = None,
-                mass: float = DEFAULT_MASS) -> np.ndarray:
-    """Padded canvas with out-of-image keypoints, activation windows and presence-coloured skeletons; with a
-    selected person and keypoint, also that keypoint's map (normalised x presence, as the official visualiser)
-    and its credible region. ProbPose-DH: the canvas also fits the wide windows (dashed cyan), and the overlay is
-    the map the merge chose for that keypoint (expert or wide)."""
+def map_layer(image: np.ndarray, result, highlight_person: int | None = None, keypoint: int | None = None,
+              mass: float = DEFAULT_MASS) -> tuple[np.ndarray, np.ndarray]:
+    """The padded canvas of ``draw_result`` before the poses: with a selected person and keypoint, that keypoint's
+    map (normalised x presence, as the official visualiser) and its credible region. Returns (canvas (H', W', 3)
+    uint8, offset (2,)). It does not depend on the presence threshold of a ProbPose model, so a threshold redraw
+    can reuse it (ProbPose-DH: as long as the merge picks the same map)."""
     from probpose.draw import (
         draw_credible_region,
-        draw_poses,
         overlay_map,
         padded_canvas,
         pose_windows,
@@ -315,7 +314,6 @@ def draw_result(image: np.ndarray, result, highlight_person: int | None = None, 
 
     people = result.people
     canvas, offset = padded_canvas(image, pose_windows(people))
-    highlight = None
     if highlight_person is not None and keypoint is not None and people:
         i = int(np.clip(highlight_person, 0, len(people) - 1))
         p = people[i]
@@ -333,8 +331,24 @@ def draw_result(image: np.ndarray, result, highlight_person: int | None = None, 
                                                    vmax=float(warped.max()) or None)
             outlines, _ = region_outlines(p, keypoint, mass, which)
             canvas = draw_credible_region(canvas, outlines, offset)
-        highlight = (i, keypoint)
-    return draw_poses(image, people, highlight=highlight, canvas=(canvas, offset))
+    return canvas, offset
+
+
+def draw_result(image: np.ndarray, result, highlight_person: int | None = None, keypoint: int | None = None,
+                mass: float = DEFAULT_MASS, layer: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Padded canvas with out-of-image keypoints, activation windows and presence-coloured skeletons; with a
+    selected person and keypoint, also that keypoint's map and credible region (``map_layer``; pass its output
+    as ``layer`` to reuse it). ProbPose-DH: the canvas also fits the wide windows (dashed cyan), and the overlay
+    is the map the merge chose for that keypoint (expert or wide)."""
+    from probpose.draw import draw_poses
+
+    people = result.people
+    if layer is None:
+        layer = map_layer(image, result, highlight_person, keypoint, mass)
+    highlight = None
+    if highlight_person is not None and keypoint is not None and people:
+        highlight = (int(np.clip(highlight_person, 0, len(people) - 1)), keypoint)
+    return draw_poses(image, people, highlight=highlight, canvas=layer)
 
 
 def case_error_figure(err, labels, annotated) -> go.Figure:

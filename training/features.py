@@ -221,20 +221,26 @@ def trunk_features_cv2(net, crops_rgb: np.ndarray) -> np.ndarray:
 
 class CombinedCache:
     """Several cache folders read as one; `read(rows)` gives the features (len(rows), 185, 32, 24) float32 of global
-    rows (ascending). Folders of the same people (views 0 and views 1+) share one people list; a folder of other
-    people (`--cropcoco-seeds`) appends its own, and its samples' person indices are shifted to match."""
+    rows (ascending). Folders of the same people (views 0 and views 1+, background crops) share one people list; a
+    folder of other people (`--cropcoco-seeds`, as its meta.json says) appends its own, and its samples' person
+    indices are shifted to match."""
 
     def __init__(self, folders) -> None:
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         self.parts = [FeatureCache(f) for f in folders]
-        self.people, self.sources = list(self.parts[0].people), list(self.parts[0].sources)
-        self.samples = []
+        self.people, self.sources, self.samples = [], [], []
+        shifts: dict[tuple, tuple[int, FeatureCache]] = {}  # people plan -> (index shift, first folder with it)
         for c in self.parts:
-            same = len(c.people) == len(self.parts[0].people) and c.sources == self.parts[0].sources
-            shift = 0 if same else len(self.people)
-            if not same:
+            # the meta says which people a folder holds: the training people, or those of given CropCOCO-style cuts
+            key = tuple(c.meta.get("cropcoco_seeds") or ())
+            if key not in shifts:
+                shifts[key] = (len(self.people), c)
                 self.people += c.people
                 self.sources += c.sources
+            shift, first = shifts[key]
+            if len(c.people) != len(first.people) or c.sources != first.sources:
+                raise ValueError(f"cache folders {first.folder} and {c.folder} say they hold the same people but "
+                                 "their people lists differ (made from other data?); rebuild one of them")
             self.samples += [(pi + shift, v, s) for pi, v, s in c.samples[:c.done]]
         self.offsets = np.cumsum([0] + [c.done for c in self.parts])
         self.done = len(self.samples)
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130
     except ProbPoseError as e:  # missing or malformed data (--data-root), an unreadable image: one clear line
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e} (the data is read from --data-root {args.data_root})", file=sys.stderr)
         return 2
     print(f"done: {n} views in {args.out}")
     return 0

@@ -143,6 +143,11 @@ def test_cli_evaluate_and_compare(small_val, tiny_probpose, tiny_heatmap, tmp_pa
     assert (tmp_path / "ev" / "coco" / "report.md").is_file()
     assert (tmp_path / "ev" / "cropcoco" / "metrics.json").is_file()
     assert (tmp_path / "ev" / "cropcoco_set" / "annotations" / "person_keypoints_val2017.json").is_file()
+    # the generated set records its cut targets: presence is also reported per person role
+    roles = json.loads((tmp_path / "ev" / "cropcoco" / "metrics.json").read_text())["presence_by_role"]
+    assert roles["target"]["people"] >= 1 and "best_balanced" in roles["target"]
+    assert "By person role" in (tmp_path / "ev" / "cropcoco" / "report.md").read_text()
+    assert "presence_by_role" not in json.loads((tmp_path / "ev" / "coco" / "metrics.json").read_text())
     rc = main(["compare", "--weights", str(wp), "--baseline-weights", str(wh), "--dh-weights", str(wd), "--data",
                str(img), "--ann", str(ann), "--out", str(tmp_path / "cmp"), "--no-png", "--no-sweep",
                "--no-calibration"])

@@ -20,7 +20,7 @@ from analysis.calibration import (
     sparsemax,
     split_by_image,
 )
-from analysis.presence import best_threshold, presence_error, presence_labels
+from analysis.presence import best_threshold, person_roles, presence_by_role, presence_error, presence_labels
 
 
 def test_presence_error_by_hand():
@@ -37,6 +37,24 @@ def test_presence_error_by_hand():
     # oracle rule (float32(score) > t, unrounded grid) the negative 0.1 is still "in" at t = 0.1 (float32(0.1) >
     # 0.1), so the first threshold with one error is 0.15000000000000002 (only 0.4 is wrong)
     assert b.threshold == np.linspace(0, 1, 21)[3] and b.error == pytest.approx(1 / 5)
+
+
+def test_presence_by_role_splits_the_cut_target_from_the_people_around_it():
+    gt = {"images": [{"id": 1, "target_ann_id": 10}, {"id": 2, "target_ann_id": 20}],
+          "annotations": [{"id": 1000, "image_id": 1, "source_ann_id": 10},
+                          {"id": 1100, "image_id": 1, "source_ann_id": 11},
+                          {"id": 2000, "image_id": 2, "source_ann_id": 20}]}
+    roles = person_roles(gt)
+    assert roles == {1000: "target", 1100: "other", 2000: "target"}
+    assert person_roles({"images": [{"id": 1}], "annotations": [{"id": 5, "image_id": 1}]}) == {}  # plain COCO
+    scores = np.array([[0.9, 0.6], [0.9, 0.9], [0.2, 0.7]])
+    labels = np.array([[1, 0], [0, 0], [0, 1]])
+    by = presence_by_role(scores, labels, [1000, 1100, 2000], roles, 0.5)
+    assert by["target"]["people"] == 2 and by["other"]["people"] == 1
+    # targets at 0.5: 0.9 in (right), 0.6 out (wrong), 0.2 out (right), 0.7 in (right); the other person: both wrong
+    assert by["target"]["fixed"]["false_in"] == 1 and by["target"]["fixed"]["n_absent"] == 2
+    assert by["other"]["fixed"]["false_in"] == 2 and by["other"]["fixed"]["n_present"] == 0
+    assert by["target"]["best_balanced"]["balanced_error"] == pytest.approx(0.0)  # 0.65 separates them
 
 
 def test_presence_labels_use_the_activation_window():

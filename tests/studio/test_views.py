@@ -152,3 +152,29 @@ def test_a_temperature_fit_on_its_search_bound_is_reported_as_such(studio_env):
     assert table["data"][0][-1] == "at the search bound (no optimum inside [0.05, 5.0])"
     assert [t.name for t in fig.data][1:] == ["as the model runs (T=4.06) (ECE 0.100)",
                                              "refitted (T=4.96, at bound) (ECE 0.050)"]
+
+
+def test_threshold_redraws_reuse_the_map_layer_and_draw_what_a_fresh_drawing_shows(studio_env):
+    """The keypoint's map overlay and credible region (``figures.map_layer``) are cached across threshold redraws;
+    the drawing still equals one made from scratch, and the skeleton follows the threshold."""
+    from probpose.constants import KEYPOINT_NAMES
+    from studio.settings import DEFAULT_MASS
+    from studio.state import DECODER_EOKS, decode_session
+
+    k = KEYPOINT_NAMES.index("left_knee")
+    session, *_ = explore.explore_run("examples/coco_000000000885.jpg", inputs.BOX_TYPED, BOXES_885,
+                                      keypoint="left_knee")
+    layer = session.views["layer"]
+    drawings = {}
+    for thr in (0.05, 0.95):
+        drawings[thr] = explore.explore_redraw(session, threshold=thr, keypoint="left_knee")[0]
+        assert session.views["layer"] is layer  # reused, not rebuilt
+        fresh = figures.draw_result(session.image, decode_session(session, DECODER_EOKS, thr, True),
+                                    highlight_person=0, keypoint=k, mass=DEFAULT_MASS)
+        np.testing.assert_array_equal(drawings[thr], fresh)
+    assert not np.array_equal(drawings[0.05], drawings[0.95])  # keypoints above / below the threshold differ
+    # another credible mass is another layer
+    other = explore.explore_redraw(session, threshold=0.95, mass=0.5, keypoint="left_knee")[0]
+    assert session.views["layer"] is not layer
+    np.testing.assert_array_equal(other, figures.draw_result(
+        session.image, decode_session(session, DECODER_EOKS, 0.95, True), highlight_person=0, keypoint=k, mass=0.5))

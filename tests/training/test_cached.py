@@ -143,6 +143,18 @@ def test_cropcoco_style_people_cut_like_the_evaluation_and_combine_with_other_ca
     assert both.done == plain.done + 4 and len(both.people) == len(plain.people) + len(people)
     for pi, _, _ in both.samples[plain.done:]:  # person indices point into the appended people
         assert both.people[pi].image_path.parent.name == "val2017" and "sets" in str(both.people[pi].image_path)
+    # A folder whose meta says "the training people" but whose people list differs is refused, not mis-indexed.
+    import pickle
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(tiny_cache, odd)
+    with open(odd / "people.pkl", "rb") as f:
+        ppl, src = pickle.load(f)
+    with open(odd / "people.pkl", "wb") as f:
+        pickle.dump((ppl[:-1], src[:-1]), f)
+    with pytest.raises(ValueError, match="people lists differ"):
+        features.CombinedCache([tiny_cache, odd])
 
 
 @needs_data
@@ -167,3 +179,4 @@ def test_features_cli_names_missing_data_in_one_line(tmp_path, capsys):
                         "--data-root", str(tmp_path / "absent")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "person_keypoints_train2017.json" in err and "Traceback" not in err
+    assert "--data-root" in err and "--ann" not in err  # this CLI has no --ann
