@@ -86,15 +86,20 @@ class _TFConv(nn.Module):
     def __init__(self, kind: str, cin: int, cout: int, kernel: int, stride: int, relu: bool) -> None:
         super().__init__()
         self.kernel, self.stride, self.relu = kernel, stride, relu
+        # Stride 1, odd kernel: "SAME" is the symmetric k // 2 on every side, which the convolution pads itself
+        # (no padded copy of the input); other cases pad with `_same_pad` (TF puts the odd pixel after).
+        self.own_pad = stride == 1 and kernel % 2 == 1
+        pad = kernel // 2 if self.own_pad else 0
         if kind == "conv":
             self.dw = None
-            self.pw = nn.Conv2d(cin, cout, kernel, stride)
+            self.pw = nn.Conv2d(cin, cout, kernel, stride, padding=pad)
         else:
-            self.dw = nn.Conv2d(cin, cin, kernel, stride, groups=cin, bias=False)
+            self.dw = nn.Conv2d(cin, cin, kernel, stride, padding=pad, groups=cin, bias=False)
             self.pw = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _same_pad(x, self.kernel, self.stride) if self.kernel > 1 else x
+        if self.kernel > 1 and not self.own_pad:
+            x = _same_pad(x, self.kernel, self.stride)
         if self.dw is not None:
             x = self.pw(self.dw(x))
         else:

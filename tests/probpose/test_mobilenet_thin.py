@@ -92,6 +92,20 @@ def test_same_padding_and_shapes():
     assert out["heat_hidden"].shape == out["paf_hidden"].shape == (2, 64, 32, 24)
     n = sum(p.numel() for p in trunk.parameters())
     assert 1.9e6 < n < 2.0e6  # the graph's 143 convolutions: 1.93 M parameters
+    # Stride 1 pads inside the convolution; it equals TF's "SAME" padded copy (odd sizes, channels_last too).
+    from probpose.models.mobilenet_thin import _same_pad, _TFConv
+
+    torch.manual_seed(0)
+    for kind, stride in (("sep", 1), ("conv", 1), ("sep", 2)):
+        layer = _TFConv(kind, 6, 5, 3, stride, True)
+        assert layer.own_pad == (stride == 1)
+        x = torch.randn(2, 6, 13, 10)
+        for xin in (x, x.contiguous(memory_format=torch.channels_last)):
+            p = _same_pad(xin, 3, stride)
+            conv = layer.dw if layer.dw is not None else layer.pw
+            ref = torch.nn.functional.conv2d(p, conv.weight, conv.bias, stride, 0, groups=conv.groups)
+            ref = torch.relu(layer.pw(ref) if layer.dw is not None else ref)
+            torch.testing.assert_close(layer(xin), ref)
 
 
 def test_backbone_takes_normalised_rgb_and_feeds_bgr_255():
