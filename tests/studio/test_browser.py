@@ -78,6 +78,10 @@ def test_clicking_examples_runs_them(browser, served, tab):
                 }""", arg=[status_sel, drawing_sel, before, done], timeout=TIMEOUT_MS)
             status = page.locator(status_sel).inner_text()
             assert not any(e in status for e in ERRORS), (tab, i, status)
+            if tab == "explore":  # the run is on the photo clicked: its people's boxes (or the whole image)
+                mode, boxes = app.examples.example_boxes(app.examples.example_images()[i])
+                people = 1 if mode == app.examples.BOX_WHOLE else boxes.count("\n") + 1
+                assert f"{people} person(s)" in status, (i, status[:300])
             errors = page.locator(".toast-body.error, .toast-body.warning")
             assert errors.count() == 0, (tab, i, errors.all_inner_texts())
             seen.add(_drawing_src(page, drawing_sel))
