@@ -315,8 +315,8 @@ def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFA
     per-visibility AP at the official oracle presence threshold and at ``fixed_threshold``), 'oracle_threshold'
     (-1 when the labels hold one class), 'presence' (error fixed / best / balanced + curve, on the evaluated
     people), 'presence_by_role' (CropCOCO-style sets that record their cut targets: the same for the target and
-    for the other people in the crop), 'calibration', 'sweep' (see ``analysis.sweep``), 'coco_exact_area' (when some areas are estimated),
-    'fixed_threshold'.
+    for the other people in the crop), 'calibration', 'sweep' (see ``analysis.sweep``), 'coco_exact_area' (when
+    some areas are estimated), 'fixed_threshold'.
     """
     from tqdm import tqdm
 

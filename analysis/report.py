@@ -112,7 +112,8 @@ def markdown_report(metrics: dict, title: str = "ProbPose Studio evaluation", me
     roles = m.get("presence_by_role") or {}
     if roles:
         lines += ["", "By person role (the set records whom each image was cut around):", "",
-                  "| people | n | keypoints inside / outside | error @ fixed | best balanced error |", "|---|---|---|---|---|"]
+                  "| people | n | keypoints inside / outside | error @ fixed | best balanced error |",
+                  "|---|---|---|---|---|"]
         for name, label in (("target", "the cut target"), ("other", "other people in the crop")):
             if name in roles:
                 f, b = roles[name]["fixed"], roles[name]["best_balanced"]

@@ -76,8 +76,8 @@ def _explore_views(session: ExploreSession, decoder, threshold, mass, keypoint, 
     i, person_note = person_choice(person, len(result.people))
     p = result.people[i]
     views = session.views
-    # the map layer (overlay + credible region) does not move with the threshold: reused on threshold redraws
-    layer_key = (i, k, round(float(mass), 6), str(decoder), bool(calibrated), chosen_map(p, k) if p.is_dual else "")
+    # the map layer (overlay + credible region) moves with neither the threshold nor the decoder: reused
+    layer_key = (i, k, round(float(mass), 6), bool(calibrated), chosen_map(p, k) if p.is_dual else "")
     cached = views.get("layer")
     if cached is None or cached[0] != layer_key:
         cached = (layer_key, map_layer(session.image, result, i, k, float(mass)))

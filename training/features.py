@@ -29,7 +29,8 @@ import numpy as np
 from probpose.errors import ProbPoseError
 from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
 
-__all__ = ["TRAIN_SOURCES", "training_people", "cropcoco_training_people", "window_clear", "CachePlan", "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
+__all__ = ["TRAIN_SOURCES", "training_people", "cropcoco_training_people", "window_clear", "CachePlan",
+           "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 # (name, annotation json, image folder) under the data root; never coco_subset/val2017.
@@ -57,8 +58,9 @@ def training_people(data_root: str | Path = DATA_ROOT) -> tuple[list[PersonRecor
 def cropcoco_training_people(out: Path, seeds: int, lspet_seeds: int = 1, data_root: str | Path = DATA_ROOT,
                              progress: bool = True) -> tuple[list[PersonRecord], list[str]]:
     """People of CropCOCO-style sets made from the training images (``analysis.cropcoco``, seeds 0..seeds-1 of each
-    COCO training source and 0..lspet_seeds-1 of LSPET, written once under ``out/sets``): the evaluation's cuts, where a target is cropped so that a
-    keypoint leaves the image and every other person of the image is cut by the same crop, often to a sliver.
+    COCO training source and 0..lspet_seeds-1 of LSPET, written once under ``out/sets``): the evaluation's cuts,
+    where a target is cropped so that a keypoint leaves the image and every other person of the image is cut by
+    the same crop, often to a sliver.
     The blackout views of ``view_augment`` cut only their own person and jitter the window afterwards, so they
     rarely leave keypoints outside the window in the way CropCOCO does. Out-of-image keypoints keep their true
     coordinates (v=3), so the codec's in-window target is exact."""
@@ -239,8 +241,8 @@ class CombinedCache:
                 self.sources += c.sources
             shift, first = shifts[key]
             if len(c.people) != len(first.people) or c.sources != first.sources:
-                raise ValueError(f"cache folders {first.folder} and {c.folder} say they hold the same people but "
-                                 "their people lists differ (made from other data?); rebuild one of them")
+                raise SystemExit(f"error: cache folders {first.folder} and {c.folder} say they hold the same people "
+                                 "but their people lists differ (made from other data?); rebuild one of them")
             self.samples += [(pi + shift, v, s) for pi, v, s in c.samples[:c.done]]
         self.offsets = np.cumsum([0] + [c.done for c in self.parts])
         self.done = len(self.samples)
@@ -302,7 +304,8 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
         for person in people:
             boxes.setdefault(person.image_path, []).append(person.box)
     meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "first_view": first_view, "seed": seed,
-            "background": background, **({"cropcoco_seeds": [cropcoco_seeds, cropcoco_lspet_seeds]} if cropcoco_seeds else {}),
+            "background": background,
+            **({"cropcoco_seeds": [cropcoco_seeds, cropcoco_lspet_seeds]} if cropcoco_seeds else {}),
             "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"

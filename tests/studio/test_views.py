@@ -159,7 +159,7 @@ def test_threshold_redraws_reuse_the_map_layer_and_draw_what_a_fresh_drawing_sho
     the drawing still equals one made from scratch, and the skeleton follows the threshold."""
     from probpose.constants import KEYPOINT_NAMES
     from studio.settings import DEFAULT_MASS
-    from studio.state import DECODER_EOKS, decode_session
+    from studio.state import DECODER_ARGMAX, DECODER_EOKS, decode_session
 
     k = KEYPOINT_NAMES.index("left_knee")
     session, *_ = explore.explore_run("examples/coco_000000000885.jpg", inputs.BOX_TYPED, BOXES_885,
@@ -173,6 +173,11 @@ def test_threshold_redraws_reuse_the_map_layer_and_draw_what_a_fresh_drawing_sho
                                     highlight_person=0, keypoint=k, mass=DEFAULT_MASS)
         np.testing.assert_array_equal(drawings[thr], fresh)
     assert not np.array_equal(drawings[0.05], drawings[0.95])  # keypoints above / below the threshold differ
+    # the decoder moves the keypoints, not the map: same layer, the drawing still equals a fresh one
+    argmax = explore.explore_redraw(session, decoder=DECODER_ARGMAX, threshold=0.95, keypoint="left_knee")[0]
+    assert session.views["layer"] is layer
+    np.testing.assert_array_equal(argmax, figures.draw_result(
+        session.image, decode_session(session, DECODER_ARGMAX, 0.95, True), highlight_person=0, keypoint=k))
     # another credible mass is another layer
     other = explore.explore_redraw(session, threshold=0.95, mass=0.5, keypoint="left_knee")[0]
     assert session.views["layer"] is not layer
