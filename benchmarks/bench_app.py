@@ -111,6 +111,13 @@ def start_app(port: int, tmp: Path, args) -> subprocess.Popen:
     raise RuntimeError("the app did not start within 300 s")
 
 
+def timed_predict(client, *args, **kwargs) -> tuple[float, object]:
+    """(wall seconds, result) of one ``client.predict(*args, **kwargs)``."""
+    t = time.perf_counter()
+    value = client.predict(*args, **kwargs)
+    return time.perf_counter() - t, value
+
+
 def floor_round_trip(repeats: int, port: int) -> tuple[float, float]:
     """(median, max) seconds of a gradio_client call to a no-op handler of a minimal Gradio app on this host."""
     import gradio as gr
@@ -123,18 +130,10 @@ def floor_round_trip(repeats: int, port: int) -> tuple[float, float]:
     try:
         c = Client(f"http://127.0.0.1:{port}/", verbose=False)
         c.predict("x", api_name="/echo")
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            c.predict("x", api_name="/echo")
-            times.append(time.perf_counter() - t)
+        times = [timed_predict(c, "x", api_name="/echo")[0] for _ in range(repeats)]
     finally:
         demo.close()
     return statistics.median(times), max(times)
-
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def browser_latency(url: str, repeats: int) -> tuple[list[tuple[float, float]], list[float]] | str:
@@ -144,7 +143,9 @@ def browser_latency(url: str, repeats: int) -> tuple[list[tuple[float, float]], 
         from playwright.sync_api import sync_playwright
     except ImportError:
         return "playwright is not installed"
-    exe = os.environ.get("PROBPOSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    from scripts.screenshot_tabs import CHROMIUM_ARGS, chromium_path
+
+    exe = chromium_path()
     if not exe:
         return "no Chromium binary"
     done = ("() => document.querySelector('#explore-status').innerText.includes('person(s), network') "
@@ -231,9 +232,7 @@ def main(argv=None) -> int:
         c.predict(handle_file(photos[0][0]), BOX_TYPED, photos[0][1], MODEL_DEFAULT, "", api_name="/explore")
 
         def timed(*args, **kwargs) -> tuple[float, object]:
-            t = time.perf_counter()
-            value = c.predict(*args, **kwargs)
-            return time.perf_counter() - t, value
+            return timed_predict(c, *args, **kwargs)
 
         def stat(times: list[float]) -> str:
             return f"median of {len(times)}, max {max(times):.2f} s"

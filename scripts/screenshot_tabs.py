@@ -37,9 +37,15 @@ EXAMPLE_TABS = {
 }
 ERROR_PATTERNS = [r"toast-body error", r"Could not run", r"Internal error", r"Connection errored out",
                   r"Something went wrong", r"Traceback \(most recent call last\)"]
+# headless Chromium as this script, tests/studio/test_browser.py and benchmarks/bench_app.py launch it
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--hide-scrollbars"]
+
+
+def chromium_path() -> str | None:
+    """The Chromium binary: $PROBPOSE_CHROMIUM, else `chromium` / `chromium-browser` on the PATH; None if none."""
+    return os.environ.get("PROBPOSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def shoot(page, url: str, tab: str, png: Path, timeout_ms: int) -> str:
@@ -76,7 +82,7 @@ def shoot(page, url: str, tab: str, png: Path, timeout_ms: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "out" / "screenshots"))
-    ap.add_argument("--browser", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
+    ap.add_argument("--browser", default=chromium_path() or "chromium")
     ap.add_argument("--timeout-ms", type=int, default=180000, help="longest wait for a tab's results")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--tabs", nargs="*", default=list(TABS), choices=list(TABS))

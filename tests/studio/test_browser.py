@@ -8,12 +8,11 @@ download is not needed: the system Chromium is launched); skips cleanly without 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from scripts.screenshot_tabs import CHROMIUM_ARGS, chromium_path
+
 # tab id -> (status element, drawing element, text the status shows once a result is there)
 TABS = {
     "explore": ("#explore-status", "#explore-drawing", "person(s), network"),
@@ -25,7 +24,7 @@ TIMEOUT_MS = 180_000  # one example on 2 busy CPU cores; a tiny model, but the d
 
 
 def _chromium() -> str:
-    path = os.environ.get("PROBPOSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = chromium_path()
     if not path or not os.access(path, os.X_OK):
         pytest.skip("no Chromium binary (apt-get install -y chromium, or set PROBPOSE_CHROMIUM)")
     return path
