@@ -30,6 +30,7 @@ __all__ = [
     "presence_error",
     "best_threshold",
     "presence_report",
+    "presence_ranking",
     "person_roles",
     "presence_by_role",
 ]
@@ -164,20 +165,52 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray, thresholds=ORACLE_THR
     return stats[int(np.argmin(key))]
 
 
+def presence_ranking(scores: np.ndarray, labels: np.ndarray) -> dict:
+    """How well the scores separate the classes, whatever the threshold.
+
+    Why: with ~90% of keypoints inside the window, a calibrated presence puts its best balanced threshold near 1,
+    where the 0.05 grid of ``best_threshold`` is too coarse to find it; these two do not depend on a grid.
+
+    Returns:
+        {'auc': P(a present keypoint scores above an absent one), ties counting half (NaN with one class);
+        'best_balanced_any': ``PresenceStats.to_dict()`` at the lowest balanced error over every threshold
+        (``score >= t`` for each distinct float32 score; ties go to the smallest threshold)}.
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    sc = np.asarray(scores, dtype=np.float32).ravel()
+    keep = ~np.isnan(y)
+    y, sc = y[keep] > 0.5, sc[keep]
+    pos, neg = np.sort(sc[y]), np.sort(sc[~y])
+    if not len(pos) or not len(neg):
+        nan = float("nan")
+        return {"auc": nan, "best_balanced_any": presence_error(sc, y, nan).to_dict()}
+    # Mann-Whitney: for each present score, absent scores below it, plus half the ties
+    below = np.searchsorted(neg, pos, side="left")
+    ties = np.searchsorted(neg, pos, side="right") - below
+    auc = float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
+    t = np.unique(sc)
+    fnr = np.searchsorted(pos, t, side="left") / len(pos)  # present keypoints scored below t: called out
+    fpr = (len(neg) - np.searchsorted(neg, t, side="left")) / len(neg)  # absent ones at or above t: called in
+    best = float(t[int(np.argmin((fnr + fpr) / 2))])
+    return {"auc": auc, "best_balanced_any": presence_error(sc, y, best).to_dict()}
+
+
 def presence_report(scores: np.ndarray, labels: np.ndarray, fixed_threshold: float,
                     thresholds=DEFAULT_THRESHOLDS) -> dict:
     """Error at a fixed threshold (``>=``), at the oracle best threshold (plain and balanced, official ``>`` rule on
-    the unrounded grid), and the whole curve (``>=``, display grid).
+    the unrounded grid), the grid-free ranking measures of ``presence_ranking``, and the whole curve (``>=``,
+    display grid).
 
     Returns:
-        {'fixed': dict, 'best': dict, 'best_balanced': dict, 'curve': {'thresholds': [...], 'error': [...],
-        'balanced_error': [...]}}
+        {'fixed': dict, 'best': dict, 'best_balanced': dict, 'auc': float, 'best_balanced_any': dict,
+        'curve': {'thresholds': [...], 'error': [...], 'balanced_error': [...]}}
     """
     curve = [presence_error(scores, labels, t) for t in thresholds]
     return {
         "fixed": presence_error(scores, labels, fixed_threshold).to_dict(),
         "best": best_threshold(scores, labels).to_dict(),
         "best_balanced": best_threshold(scores, labels, balanced=True).to_dict(),
+        **presence_ranking(scores, labels),
         "curve": {"thresholds": [float(t) for t in thresholds], "error": [c.error for c in curve],
                   "balanced_error": [c.balanced_error for c in curve]},
     }
@@ -196,7 +229,8 @@ def person_roles(gt: dict) -> dict[int, str]:
 
 def presence_by_role(scores: np.ndarray, labels: np.ndarray, ann_ids, roles: dict[int, str],
                      fixed_threshold: float) -> dict:
-    """Presence error of each person role (``person_roles``): {role: {'people', 'fixed', 'best_balanced'}}.
+    """Presence error of each person role (``person_roles``): {role: {'people', 'fixed', 'best_balanced', 'auc',
+    'best_balanced_any'}}.
 
     Why: most out-of-window keypoints of a CropCOCO-style set belong to the people *around* the target, whose box
     the crop clips to a sliver or to a region that shows someone else; the target's own keypoints leave the window
@@ -213,5 +247,6 @@ def presence_by_role(scores: np.ndarray, labels: np.ndarray, ann_ids, roles: dic
         if m.any():
             out[name] = {"people": int(m.sum()),
                          "fixed": presence_error(scores[m], labels[m], fixed_threshold).to_dict(),
-                         "best_balanced": best_threshold(scores[m], labels[m], balanced=True).to_dict()}
+                         "best_balanced": best_threshold(scores[m], labels[m], balanced=True).to_dict(),
+                         **presence_ranking(scores[m], labels[m])}
     return out

@@ -103,22 +103,31 @@ def markdown_report(metrics: dict, title: str = "ProbPose Studio evaluation", me
               "| threshold | error | balanced error | missed (in called out) | hallucinated (out called in) |",
               "|---|---|---|---|---|"]
     p = m["presence"]
-    for name in ("fixed", "best", "best_balanced"):
-        s = p[name]
-        lines.append(f"| {name} {s['threshold']:.2f} | {fmt(s['error'])}% | {fmt(s['balanced_error'])}% | "
+    for name in ("fixed", "best", "best_balanced", "best_balanced_any"):
+        s = p.get(name)
+        if s is None:  # metrics.json written before the grid-free measures existed
+            continue
+        label = "best balanced, any threshold" if name == "best_balanced_any" else name
+        lines.append(f"| {label} {s['threshold']:.{3 if name == 'best_balanced_any' else 2}f} | {fmt(s['error'])}% | {fmt(s['balanced_error'])}% | "
                      f"{s['false_out']} | {s['false_in']} |")
     lines.append(f"\nLabels: {p['fixed']['n_present']} keypoints inside, {p['fixed']['n_absent']} outside the "
-                 "activation window.")
+                 "activation window." + (f" Ranking AUC (a keypoint inside scores above one outside): "
+                                         f"{p['auc']:.3f}." if "auc" in p else ""))
     roles = m.get("presence_by_role") or {}
     if roles:
         lines += ["", "By person role (the set records whom each image was cut around):", "",
-                  "| people | n | keypoints inside / outside | error @ fixed | best balanced error |",
-                  "|---|---|---|---|---|"]
+                  "| people | n | keypoints inside / outside | error @ fixed | best balanced error | "
+                  "any threshold | AUC |",
+                  "|---|---|---|---|---|---|---|"]
         for name, label in (("target", "the cut target"), ("other", "other people in the crop")):
             if name in roles:
                 f, b = roles[name]["fixed"], roles[name]["best_balanced"]
+                a = roles[name].get("best_balanced_any")
+                any_ = f"{fmt(a['balanced_error'])}% (thr {a['threshold']:.3f})" if a else "-"
+                auc = f"{roles[name]['auc']:.3f}" if "auc" in roles[name] else "-"
                 lines.append(f"| {label} | {roles[name]['people']} | {f['n_present']} / {f['n_absent']} | "
-                             f"{fmt(f['error'])}% | {fmt(b['balanced_error'])}% (thr {b['threshold']:.2f}) |")
+                             f"{fmt(f['error'])}% | {fmt(b['balanced_error'])}% (thr {b['threshold']:.2f}) | "
+                             f"{any_} | {auc} |")
     cal = m.get("calibration")
     if cal:
         lines += ["", "## Calibration (fit on a seeded half of the images, applied to the other half)", ""]

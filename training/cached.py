@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-__all__ = ["CachedTrainConfig", "load_config", "build_mbt_model", "make_batch", "train", "export"]
+__all__ = ["CachedTrainConfig", "load_config", "build_mbt_model", "make_batch", "train", "export",
+           "grow_input_channels"]
 
 
 @dataclass
@@ -64,7 +65,8 @@ class CachedTrainConfig:
     # seed of the CropCOCO-style cut of that split used by the fit: another than the training cuts' seeds
     # (`training.features --cropcoco-seeds`), so the temperature is fitted on crops the branches did not see
     calibrate_seed: int = 0
-    model: dict = field(default_factory=dict)  # overrides of the mbt config's fields (not the backbone)
+    # overrides of the mbt config's fields; `backbone` takes a table of MobileNetThinConfig fields
+    model: dict = field(default_factory=dict)
 
 
 def load_config(path: str | Path) -> CachedTrainConfig:
@@ -76,12 +78,15 @@ def load_config(path: str | Path) -> CachedTrainConfig:
 
 
 def build_mbt_model(kind: str, overrides: dict | None = None) -> nn.Module:
-    from probpose.models.mbt import heatmap_mbt, probpose_mbt, probpose_mbt_dh
+    from probpose.models.mbt import MBT_BACKBONE, heatmap_mbt, probpose_mbt, probpose_mbt_dh
 
     factory = {"probpose": probpose_mbt, "heatmap": heatmap_mbt, "probpose_dh": probpose_mbt_dh}.get(kind)
     if factory is None:
         raise SystemExit(f"error: kind must be probpose, heatmap or probpose_dh, got {kind!r}")
-    return factory(**(overrides or {}))
+    overrides = dict(overrides or {})
+    if isinstance(overrides.get("backbone"), dict):  # `model = {backbone = {void_channel = true}}`
+        overrides["backbone"] = replace(MBT_BACKBONE, **overrides["backbone"])
+    return factory(**overrides)
 
 
 def load_trunk(model: nn.Module, trunk_path: str | Path) -> None:
@@ -105,6 +110,7 @@ def make_batch(cache: CombinedCache, rows: np.ndarray, kind: str, model_config) 
     ann = np.stack([s.annotated for _, _, s in samples])
     lspet = np.array([cache.sources[p] == "lspet" for p, _, _ in samples])
     batch = {"feats": torch.from_numpy(cache.read(rows)),
+             **({"void": torch.from_numpy(cache.read_void(rows))} if uses_void(model_config) else {}),
              "annotated": torch.from_numpy(ann.astype(np.float32)),
              "visible": torch.from_numpy(np.stack([s.visible for _, _, s in samples]).astype(np.float32)),
              "vis_weight": torch.from_numpy((ann & ~lspet[:, None]).astype(np.float32))}
@@ -126,8 +132,13 @@ def make_batch(cache: CombinedCache, rows: np.ndarray, kind: str, model_config) 
     return batch
 
 
-def head_forward(model: nn.Module, feats: torch.Tensor):
-    x = model.backbone.neck(feats)
+def uses_void(model_config) -> bool:
+    """Whether the model's neck appends the void channel (then batches carry the views' void grids)."""
+    return bool(getattr(model_config.backbone, "void_channel", False))
+
+
+def head_forward(model: nn.Module, feats: torch.Tensor, void: torch.Tensor | None = None):
+    x = model.backbone.neck(feats, void)
     if model.kind == "heatmap":
         from probpose.models.heatmap import HeatmapOutput
 
@@ -152,6 +163,27 @@ def losses_for(model: nn.Module, out, batch: dict, presence_absent_weight: float
     return d
 
 
+def grow_input_channels(model: nn.Module, state: dict) -> tuple[dict, list[str]]:
+    """`state` with the weights of convolutions that now read one more input channel (a backbone that gained the
+    void channel) extended by zeros for it, which leaves what the layer computes unchanged; and those weights'
+    names. Other size changes are left for the caller."""
+    own = model.state_dict()
+    modules = dict(model.named_modules())
+    state, grown = dict(state), []
+    for k, v in state.items():
+        mod = modules.get(k.rsplit(".", 1)[0])
+        if k not in own or not k.endswith(".weight") or own[k].shape == v.shape:
+            continue
+        dim = 0 if isinstance(mod, nn.ConvTranspose2d) else 1 if isinstance(mod, nn.Conv2d) else None
+        if dim is None or v.dim() != own[k].dim() or own[k].shape[dim] != v.shape[dim] + 1 \
+                or any(a != b for i, (a, b) in enumerate(zip(own[k].shape, v.shape, strict=True)) if i != dim):
+            continue
+        pad = torch.zeros_like(own[k].narrow(dim, 0, 1))
+        state[k] = torch.cat([v, pad.to(v.dtype)], dim)
+        grown.append(k)
+    return state, grown
+
+
 def _sampler_pools(cache: CombinedCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices of COCO, LSPET and background views."""
     from training.features import BACKGROUND_VIEW
@@ -170,7 +202,11 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     if cfg.init_from:
         init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"]
         own = model.state_dict()
-        # a part whose size the config changed (e.g. `model = {branch_channels = 128}`) starts fresh
+        init, grown = grow_input_channels(model, init)
+        if grown:
+            print(f"init_from: {len(grown)} layers read one more input channel (the void channel), its weights "
+                  f"start at zero: {', '.join(grown)}", flush=True)
+        # a part whose size the config changed otherwise (e.g. `model = {branch_channels = 128}`) starts fresh
         resized = sorted(k for k, v in init.items() if k in own and own[k].shape != v.shape)
         if resized:
             print(f"init_from: {len(resized)} tensors change size and start fresh: {', '.join(resized[:6])}"
@@ -194,7 +230,7 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     for m in model.modules():  # frozen batch norms keep their running statistics
         if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
             m.eval()
-    cache = CombinedCache(cfg.cache)
+    cache = CombinedCache(cfg.cache, void=uses_void(model.config))
     coco, lspet, background = _sampler_pools(cache)
     t_start = time.time()
     log = open(out / "log.jsonl", "a")
@@ -209,7 +245,7 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     try:
         while step < cfg.steps:
             if step % cfg.reload_interval == 0 and step:
-                cache = CombinedCache(cfg.cache)
+                cache = CombinedCache(cfg.cache, void=uses_void(model.config))
                 coco, lspet, background = _sampler_pools(cache)
             rng = np.random.default_rng((cfg.seed, step))
             n_bg = int(round(cfg.batch_size * cfg.background_fraction)) if len(background) else 0
@@ -225,7 +261,7 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            out_ = head_forward(model, batch["feats"])
+            out_ = head_forward(model, batch["feats"], batch.get("void"))
             losses = losses_for(model, out_, batch, cfg.presence_absent_weight)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()

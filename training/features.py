@@ -30,7 +30,8 @@ from probpose.errors import ProbPoseError
 from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
 
 __all__ = ["TRAIN_SOURCES", "training_people", "cropcoco_training_people", "window_clear", "CachePlan",
-           "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk"]
+           "FeatureCache", "CombinedCache", "build_cache", "cv2_trunk", "view_sample", "void_grid",
+           "ensure_void_masks"]
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 # (name, annotation json, image folder) under the data root; never coco_subset/val2017.
@@ -227,9 +228,11 @@ class CombinedCache:
     folder of other people (`--cropcoco-seeds`, as its meta.json says) appends its own, and its samples' person
     indices are shifted to match."""
 
-    def __init__(self, folders) -> None:
+    def __init__(self, folders, void: bool = False) -> None:
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         self.parts = [FeatureCache(f) for f in folders]
+        # with `void`, each folder's void grids (`ensure_void_masks`, made on first use) are read with the features
+        self.voids = [ensure_void_masks(c) for c in self.parts] if void else None
         self.people, self.sources, self.samples = [], [], []
         shifts: dict[tuple, tuple[int, FeatureCache]] = {}  # people plan -> (index shift, first folder with it)
         for c in self.parts:
@@ -255,6 +258,79 @@ class CombinedCache:
             if sel.any():
                 out[sel] = c.feats[rows[sel] - self.offsets[i]]
         return out
+
+    def read_void(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), 1, 32, 24) float32 void grids of global rows (needs `void=True`)."""
+        if self.voids is None:
+            raise ValueError("this CombinedCache was opened without void=True")
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), 1, *GRID), dtype=np.float32)
+        for i, v in enumerate(self.voids):
+            sel = (rows >= self.offsets[i]) & (rows < self.offsets[i + 1])
+            if sel.any():
+                out[sel, 0] = v[rows[sel] - self.offsets[i]]
+        return out
+
+
+def image_boxes(people: list[PersonRecord]) -> dict[str, list[np.ndarray]]:
+    """Person boxes (xyxy) of each image path: where a background crop must not look."""
+    boxes: dict = {}
+    for person in people:
+        boxes.setdefault(person.image_path, []).append(person.box)
+    return boxes
+
+
+def view_sample(people: list[PersonRecord], pi: int, v: int, augment: AugmentConfig, crop_prob: float, seed: int,
+                boxes: dict[str, list[np.ndarray]]) -> Sample:
+    """View `v` of person `pi` with its crop: a pure function of its arguments (the cache's seeded draw)."""
+    person = people[pi]
+    image = read_image_rgb(person.image_path, person.image_size)
+    if v <= BACKGROUND_VIEW:
+        s = background_sample(image, person, boxes[person.image_path], np.random.default_rng((seed, abs(v), pi, 7)))
+        if s is None:  # no empty place in this image: a plain grey crop stands in
+            s = background_sample(np.full((512, 512, 3), 128, np.uint8), person, [], np.random.default_rng(0))
+        return s
+    return make_sample(image, person, view_augment(augment, v, crop_prob), np.random.default_rng((seed, v, pi)))
+
+
+def void_grid(crop: np.ndarray, stride: int = 8) -> np.ndarray:
+    """(H, W, 3) uint8 crop -> (H/stride, W/stride) float32 share of exactly black pixels: the numpy twin of
+    `probpose.models.mobilenet_thin.void_fraction`, the void channel the model computes from its input."""
+    h, w = crop.shape[:2]
+    black = (~crop.any(axis=-1)).astype(np.float32)
+    return black.reshape(h // stride, stride, w // stride, stride).mean(axis=(1, 3))
+
+
+VOID_FILE = "void.npy"
+
+
+def ensure_void_masks(cache: FeatureCache, progress: bool = True) -> np.ndarray:
+    """The void grids (done, 32, 24) float16 of a cache's views, computed once from the views' crops (redrawn from
+    the cache's seeds: features were cached before the void channel existed) and kept in `void.npy` next to them.
+    A redrawn view whose keypoints differ from the stored ones means the data changed since the cache was made."""
+    path = cache.folder / VOID_FILE
+    have = np.load(path) if path.is_file() else np.zeros((0, *GRID), np.float16)
+    if len(have) >= cache.done:
+        return have[:cache.done]
+    from tqdm import tqdm
+
+    meta = cache.meta
+    augment = AugmentConfig(**{**meta["augment"], "crop_keep_range": tuple(meta["augment"]["crop_keep_range"])})
+    boxes = image_boxes(cache.people)
+    out = np.zeros((cache.done, *GRID), np.float16)
+    out[:len(have)] = have
+    for i in tqdm(range(len(have), cache.done), desc=f"void masks {cache.folder.name}", disable=not progress,
+                  mininterval=5):
+        pi, v, stored = cache.samples[i]
+        s = view_sample(cache.people, pi, v, augment, meta["crop_prob"], meta["seed"], boxes)
+        if not np.allclose(s.keypoints, stored.keypoints, atol=1e-3):
+            raise SystemExit(f"error: view {i} of {cache.folder} no longer matches its data (person {pi}, view {v}); "
+                             "the images or labels changed since the cache was made: rebuild it")
+        out[i] = void_grid(s.image)
+    tmp = cache.folder / (VOID_FILE + ".tmp.npy")
+    np.save(tmp, out)
+    os.replace(tmp, path)
+    return out
 
 
 class FeatureCache:
@@ -300,9 +376,7 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
         for i in coco:
             first.setdefault(people[i].image_path, int(i))
         plan = [(i, BACKGROUND_VIEW - r) for r in range(views) for i in sorted(first.values())]
-        boxes: dict = {}
-        for person in people:
-            boxes.setdefault(person.image_path, []).append(person.box)
+    boxes = image_boxes(people)
     meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "first_view": first_view, "seed": seed,
             "background": background,
             **({"cropcoco_seeds": [cropcoco_seeds, cropcoco_lspet_seeds]} if cropcoco_seeds else {}),
@@ -332,15 +406,7 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
         chunk = plan[len(samples):min(len(samples) + batch, stop)]
         crops, new = [], []
         for pi, v in chunk:
-            person = people[pi]
-            image = read_image_rgb(person.image_path, person.image_size)
-            if v <= BACKGROUND_VIEW:
-                s = background_sample(image, person, boxes[person.image_path],
-                                      np.random.default_rng((seed, abs(v), pi, 7)))
-                if s is None:  # no empty place in this image: a plain grey crop stands in
-                    s = background_sample(np.full((512, 512, 3), 128, np.uint8), person, [], np.random.default_rng(0))
-            else:
-                s = make_sample(image, person, view_augment(augment, v, crop_prob), np.random.default_rng((seed, v, pi)))
+            s = view_sample(people, pi, v, augment, crop_prob, seed, boxes)
             crops.append(s.image)
             s.image = None
             new.append((pi, v, s))

@@ -31,6 +31,7 @@ __all__ = [
     "MobileNetThinBackbone",
     "TRUNK_LAYERS",
     "trunk_feature_channels",
+    "void_fraction",
 ]
 
 # (name, kind, in, out, kernel, stride, relu); "sep" = depthwise kxk (no bias) + pointwise 1x1 (bias).
@@ -156,6 +157,11 @@ class MobileNetThinConfig:
     features: trunk outputs the neck reads. neck_channels: width of the neck = `embed_dim` seen by the heads.
     neck_dilations: one residual 3x3 conv block per entry (dilation widens the view so the neck can tell the
     centred person from bystanders). coord_channels: add normalised x / y maps to the neck's input.
+    void_channel: append to the neck's output the share of each stride-8 cell whose pixels are exactly black, the
+    project's "no image here" (the warp's border outside the photo, crop augmentation's blackout): the trunk's
+    stage-6 features are near zero both there and on empty background, so without it the heads cannot tell a
+    window edge the photo does not reach (a joint may lie there) from seen, empty background. Adds one channel
+    to `embed_dim`.
     """
 
     arch: str = "mobilenet_thin"
@@ -163,6 +169,7 @@ class MobileNetThinConfig:
     neck_channels: int = 96
     neck_dilations: tuple[int, ...] = (1, 2, 4)
     coord_channels: bool = True
+    void_channel: bool = False
     img_size: tuple[int, int] = (256, 192)
 
     def __post_init__(self) -> None:
@@ -179,7 +186,7 @@ class MobileNetThinConfig:
 
     @property
     def embed_dim(self) -> int:
-        return self.neck_channels
+        return self.neck_channels + (1 if self.void_channel else 0)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -203,8 +210,19 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Sequ
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+VOID_LEVEL = 0.5  # a pixel is "no image" when all three channels are below this (0-255 scale): exactly black
+
+
+def void_fraction(bgr255: torch.Tensor, stride: int = 8) -> torch.Tensor:
+    """(N, 3, H, W) raw pixels 0-255 -> (N, 1, H/stride, W/stride): the share of each cell's pixels that are
+    exactly black (all channels 0: outside the photo or blacked out)."""
+    black = (bgr255.float().abs().amax(1, keepdim=True) < VOID_LEVEL).float()
+    return F.avg_pool2d(black, stride)
+
+
 class MobileNetThinNeck(nn.Module):
-    """Trunk features (N, C_in, h, w) -> (N, neck_channels, h, w): 1x1 projection, residual dilated 3x3 blocks."""
+    """Trunk features (N, C_in, h, w) -> (N, embed_dim, h, w): 1x1 projection, residual dilated 3x3 blocks, and
+    with `void_channel` the void map (N, 1, h, w) of `void_fraction` appended."""
 
     def __init__(self, config: MobileNetThinConfig) -> None:
         super().__init__()
@@ -214,7 +232,9 @@ class MobileNetThinNeck(nn.Module):
         self.proj = _conv_bn_relu(cin, c, 1)
         self.blocks = nn.ModuleList(_conv_bn_relu(c, c, 3, d) for d in config.neck_dilations)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, void: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.void_channel and void is None:
+            raise ValueError("this neck appends the void channel: pass void=(N, 1, h, w) (void_fraction of the crop)")
         if self.config.coord_channels:
             n, _, h, w = feats.shape
             ys = torch.linspace(-1, 1, h, device=feats.device, dtype=feats.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
@@ -223,6 +243,8 @@ class MobileNetThinNeck(nn.Module):
         x = self.proj(feats)
         for block in self.blocks:
             x = x + block(x)
+        if self.config.void_channel:
+            x = torch.cat([x, void.to(x.dtype)], 1)
         return x
 
 
@@ -230,7 +252,8 @@ class MobileNetThinBackbone(nn.Module):
     """forward(x (N,3,H,W) ImageNet-normalised RGB) -> (N, neck_channels, H/8, W/8).
 
     `trunk_features(x)` gives the trunk's part alone (N, C_in, H/8, W/8), which training caches because the trunk
-    is frozen; `neck(trunk_features(x))` equals `forward(x)`.
+    is frozen; `neck(trunk_features(x))` equals `forward(x)` (with `void_channel`:
+    `neck(trunk_features(x), void_fraction(to_bgr255(x)))`).
     """
 
     def __init__(self, config: MobileNetThinConfig) -> None:
@@ -253,4 +276,10 @@ class MobileNetThinBackbone(nn.Module):
         return torch.cat([out[f] for f in self.config.features], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.neck(self.trunk_features(x))
+        if not self.config.void_channel:
+            return self.neck(self.trunk_features(x))
+        bgr = self.to_bgr255(x)
+        out = self.trunk(bgr)
+        # the black test needs float32 pixels: a bf16 copy of the normalised input is off by up to ~1 grey level
+        void = void_fraction(bgr if x.dtype == torch.float32 else self.to_bgr255(x.float()))
+        return self.neck(torch.cat([out[f] for f in self.config.features], 1), void)

@@ -20,7 +20,15 @@ from analysis.calibration import (
     sparsemax,
     split_by_image,
 )
-from analysis.presence import best_threshold, person_roles, presence_by_role, presence_error, presence_labels
+from analysis.presence import (
+    best_threshold,
+    person_roles,
+    presence_by_role,
+    presence_error,
+    presence_labels,
+    presence_ranking,
+    presence_report,
+)
 
 
 def test_presence_error_by_hand():
@@ -37,6 +45,34 @@ def test_presence_error_by_hand():
     # oracle rule (float32(score) > t, unrounded grid) the negative 0.1 is still "in" at t = 0.1 (float32(0.1) >
     # 0.1), so the first threshold with one error is 0.15000000000000002 (only 0.4 is wrong)
     assert b.threshold == np.linspace(0, 1, 21)[3] and b.error == pytest.approx(1 / 5)
+
+
+def test_presence_ranking_by_hand_and_against_brute_force():
+    # present 0.9, 0.8, 0.4; absent 0.5, 0.1, NaN label ignored. Pairs (pos > neg): 0.9 beats both, 0.8 both,
+    # 0.4 beats 0.1 only -> AUC 5/6. Threshold 0.8 misses 1/3 of present and calls no absent one in: 1/6.
+    s = np.array([0.9, 0.8, 0.4, 0.5, 0.1, 0.7])
+    y = np.array([1, 1, 1, 0, 0, np.nan])
+    r = presence_ranking(s, y)
+    assert r["auc"] == pytest.approx(5 / 6)
+    b = r["best_balanced_any"]
+    assert b["threshold"] == pytest.approx(0.8) and b["balanced_error"] == pytest.approx(1 / 6)
+    assert (b["false_out"], b["false_in"]) == (1, 0)
+    # Ties count half: one present and one absent at the same score.
+    assert presence_ranking(np.array([0.5, 0.5]), np.array([1.0, 0.0]))["auc"] == 0.5
+    # One class only: undefined, not an error.
+    assert math.isnan(presence_ranking(np.array([0.3, 0.6]), np.array([1.0, 1.0]))["auc"])
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.85).astype(float)
+    s = np.clip(rng.normal(0.6 + 0.3 * y, 0.15), 0, 1).astype(np.float32)
+    r = presence_ranking(s, y)
+    pairs = (s[y == 1][:, None] > s[y == 0][None]).mean() + 0.5 * (s[y == 1][:, None] == s[y == 0][None]).mean()
+    assert r["auc"] == pytest.approx(pairs)
+    brute = min(presence_error(s, y, float(t)).balanced_error for t in np.unique(s))
+    assert r["best_balanced_any"]["balanced_error"] == pytest.approx(brute)
+    # Never worse than the 0.05 grid's best, which it refines (here the grid's optimum is not on a grid point).
+    report = presence_report(s, y, 0.3)
+    assert report["best_balanced_any"]["balanced_error"] <= report["best_balanced"]["balanced_error"]
+    assert report["auc"] == r["auc"]
 
 
 def test_presence_by_role_splits_the_cut_target_from_the_people_around_it():

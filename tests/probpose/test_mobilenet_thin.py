@@ -20,7 +20,12 @@ from probpose.image import load_image
 from probpose.models import DualProbPose, HeatmapPose, ProbPose, config_from_dict
 from probpose.models.backbones import backbone_config_from_dict
 from probpose.models.mbt import heatmap_mbt, probpose_mbt, probpose_mbt_dh
-from probpose.models.mobilenet_thin import MobileNetThinBackbone, MobileNetThinConfig, MobileNetThinTrunk
+from probpose.models.mobilenet_thin import (
+    MobileNetThinBackbone,
+    MobileNetThinConfig,
+    MobileNetThinTrunk,
+    void_fraction,
+)
 from probpose.models.vit import ViTConfig
 from probpose.weights import (
     EMBEDDED_DH_WEIGHTS,
@@ -117,6 +122,34 @@ def test_backbone_takes_normalised_rgb_and_feeds_bgr_255():
     with torch.no_grad():
         assert torch.equal(bb(x), bb.neck(bb.trunk_features(x)))
         assert bb(x).shape == (1, 96, 32, 24)
+
+
+def test_void_channel_is_the_share_of_black_pixels_appended_to_the_neck():
+    """Black = no image (outside the photo, blacked out): the void channel says where, per stride-8 cell, and training
+    caches compute it with the numpy twin `training.features.void_grid`."""
+    from training.features import void_grid
+
+    crop = np.maximum(_crop_rgb(), 1)  # no black pixel of its own
+    crop[:, :44] = 0  # 5.5 cells of "no image" on the left
+    crop[228:] = 0  # 3.5 cells at the bottom
+    crop[100, 100] = 0  # one black pixel inside the photo
+    bb = MobileNetThinBackbone(MobileNetThinConfig(void_channel=True)).eval()
+    x = _normalised(crop)
+    with torch.no_grad():
+        out, feats = bb(x), bb.trunk_features(x)
+    assert bb.config.embed_dim == 97 and out.shape == (1, 97, 32, 24)
+    void = out[0, -1].numpy()
+    np.testing.assert_array_equal(void, void_grid(crop))
+    np.testing.assert_array_equal(void, void_fraction(bb.to_bgr255(x))[0, 0].numpy())
+    assert void[:, :5].min() == 1 and np.allclose(void[:28, 5], 0.5) and void[29:].min() == 1
+    assert void[12, 12] == 1 / 64 and void[:28, 6:][void[:28, 6:] > 0].size == 1
+    with torch.no_grad():
+        torch.testing.assert_close(out, bb.neck(feats, torch.from_numpy(void_grid(crop))[None, None]))
+    with pytest.raises(ValueError, match="void"):
+        bb.neck(feats)
+    # Saved in the config: a file says whether its model reads the void channel.
+    m = probpose_mbt(backbone=MobileNetThinConfig(neck_channels=64, neck_dilations=(1, 2, 4, 8), void_channel=True))
+    assert config_from_dict("probpose", json.loads(json.dumps(m.config.to_dict()))).backbone.void_channel
 
 
 def test_configs_round_trip_and_vit_stays_vit():

@@ -173,6 +173,76 @@ def test_init_from_a_checkpoint_with_other_branch_sizes_keeps_the_rest(tiny_cach
     torch.testing.assert_close(second["head.final_layer.weight"], first["head.final_layer.weight"])  # lr 0: copied
 
 
+@needs_data
+def test_void_grids_are_the_views_black_pixels_and_a_void_model_grows_from_a_plain_checkpoint(tiny_cache, tmp_path,
+                                                                                            capsys):
+    """Caches made before the void channel get it from their views redrawn (kept in void.npy); `init_from` a model
+    without it gives the layers that read the backbone a zero weight for the new channel: same outputs."""
+    import pickle
+
+    from training.cached import build_mbt_model, grow_input_channels
+
+    c = features.FeatureCache(tiny_cache)
+    void = features.ensure_void_masks(c, progress=False)
+    assert void.shape == (6, 32, 24) and (tiny_cache / "void.npy").is_file()
+    boxes = features.image_boxes(c.people)
+    for p, v, s in c.samples[:3]:
+        again = features.view_sample(c.people, p, v, AugmentConfig(crop_prob=0.0), 0.8, 0, boxes)
+        np.testing.assert_allclose(again.keypoints, s.keypoints)
+    p, v, _ = c.samples[0]
+    redrawn = features.view_sample(c.people, p, v, AugmentConfig(crop_prob=0.0), 0.8, 0, boxes).image
+    np.testing.assert_array_equal(void[0], features.void_grid(redrawn).astype(np.float16))
+    both = features.CombinedCache([tiny_cache], void=True)
+    np.testing.assert_array_equal(both.read_void(np.arange(6))[:, 0], void.astype(np.float32))
+    # A cache whose data changed since it was made is refused, not silently given wrong grids.
+    (tiny_cache / "void.npy").unlink()
+    with open(tiny_cache / "samples.pkl", "rb") as f:
+        samples = pickle.load(f)
+    samples[0][2].keypoints = samples[0][2].keypoints + 5.0
+    with open(tiny_cache / "samples.pkl", "wb") as f:
+        pickle.dump(samples, f)
+    with pytest.raises(SystemExit, match="no longer matches its data"):
+        features.ensure_void_masks(features.FeatureCache(tiny_cache), progress=False)
+
+    plain = build_mbt_model("probpose").eval()
+    grown = build_mbt_model("probpose", {"backbone": {"void_channel": True}}).eval()
+    state, names = grow_input_channels(grown, plain.state_dict())
+    assert sorted(names) == ["head.deconv_layers.0.weight", "head.error_layers.0.weight",
+                             "head.oks_layers.0.weight", "head.probability_layers.0.weight",
+                             "head.visibility_layers.0.weight"]
+    grown.load_state_dict(state)
+    feats = torch.from_numpy(both.read(np.arange(2)))
+    with torch.no_grad():
+        a = head_forward(plain, feats)
+        b = head_forward(grown, feats, torch.rand(2, 1, 32, 24))
+    torch.testing.assert_close(a.probmaps, b.probmaps)
+    torch.testing.assert_close(a.presence, b.presence)
+
+
+@needs_data
+def test_a_void_stage_trains_from_a_plain_checkpoint_and_exports_a_void_model(tiny_cache, tmp_path, capsys):
+    """configs/probpose_mbt_presence.toml's path: stage 1 without the void channel, stage 2 with it."""
+    from probpose.weights import load_pretrained
+
+    base = CachedTrainConfig(kind="probpose", cache=[str(tiny_cache)], trunk=str(EMBEDDED_WEIGHTS),
+                             out_dir=str(tmp_path / "a"), steps=1, batch_size=2, warmup=1, coco_fraction=1.0,
+                             threads=1)
+    first = torch.load(train(base), weights_only=False)["model"]
+    stage2 = CachedTrainConfig(**{**base.__dict__, "out_dir": str(tmp_path / "b"), "init_from": str(tmp_path / "a" /
+                                  "last.pt"), "model": {"backbone": {"void_channel": True}}, "steps": 2,
+                                  "train_only": ["head.probability_layers"]})
+    second = torch.load(train(stage2), weights_only=False)["model"]
+    assert "one more input channel (the void channel)" in capsys.readouterr().out
+    w = second["head.deconv_layers.0.weight"]  # not trained here: stage 1's weights and a zero row
+    torch.testing.assert_close(w[:-1], first["head.deconv_layers.0.weight"])
+    assert not w[-1].any()
+    model = load_pretrained(str(export(stage2, tmp_path / "void.safetensors", calibrate=False)))
+    assert model.config.backbone.void_channel and model.config.backbone.embed_dim == 65
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 256, 192))
+    assert out.probmaps.shape == (1, 17, 64, 48) and torch.isfinite(out.presence).all()
+
+
 def test_features_cli_names_missing_data_in_one_line(tmp_path, capsys):
     """A wrong --data-root (here with --cropcoco-seeds) is a one-line error naming the file, exit code 2."""
     rc = features.main(["--out", str(tmp_path / "cc"), "--cropcoco-seeds", "1", "--views", "1", "--coco-views", "1",
