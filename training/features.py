@@ -57,9 +57,10 @@ def training_people(data_root: str | Path = DATA_ROOT) -> tuple[list[PersonRecor
 
 
 def cropcoco_training_people(out: Path, seeds: int, lspet_seeds: int = 1, data_root: str | Path = DATA_ROOT,
-                             progress: bool = True) -> tuple[list[PersonRecord], list[str]]:
-    """People of CropCOCO-style sets made from the training images (``analysis.cropcoco``, seeds 0..seeds-1 of each
-    COCO training source and 0..lspet_seeds-1 of LSPET, written once under ``out/sets``): the evaluation's cuts,
+                             progress: bool = True, first_seed: int = 0) -> tuple[list[PersonRecord], list[str]]:
+    """People of CropCOCO-style sets made from the training images (``analysis.cropcoco``, seeds first_seed ..
+    first_seed+seeds-1 of each COCO training source and as many as lspet_seeds of LSPET from first_seed, written once
+    under ``out/sets``): the evaluation's cuts,
     where a target is cropped so that a keypoint leaves the image and every other person of the image is cut by
     the same crop, often to a sliver.
     The blackout views of ``view_augment`` cut only their own person and jitter the window afterwards, so they
@@ -69,7 +70,7 @@ def cropcoco_training_people(out: Path, seeds: int, lspet_seeds: int = 1, data_r
 
     people, sources = [], []
     for name, ann, img in TRAIN_SOURCES:
-        for seed in range(lspet_seeds if name == "lspet" else seeds):
+        for seed in range(first_seed, first_seed + (lspet_seeds if name == "lspet" else seeds)):
             d = Path(out) / "sets" / f"{name}_s{seed}"
             if not (d / "annotations" / ANN_NAME).is_file():
                 generate_cropcoco(Path(data_root) / img, Path(data_root) / ann, d, CropCocoConfig(seed=seed),
@@ -355,7 +356,7 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
                 trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
                 data_root: Path = DATA_ROOT, first_view: int = 0, max_views: int | None = None,
                 background: bool = False, commit_every: int | None = None, cropcoco_seeds: int = 0,
-                cropcoco_lspet_seeds: int = 1) -> int:
+                cropcoco_lspet_seeds: int = 1, cropcoco_first_seed: int = 0) -> int:
     """Compute (or continue) the cache in `out`; returns the number of views done. Progress is committed (the
     sample list written) every `commit_every` views of this run (default 16 batches) and at the end.
     `cropcoco_seeds` > 0: the people are those of `cropcoco_training_people` instead (view 0 = test window)."""
@@ -364,7 +365,8 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
     cv2.setNumThreads(int(os.environ.get("CACHE_THREADS", "2")))
     out.mkdir(parents=True, exist_ok=True)
     if cropcoco_seeds:
-        people, sources = cropcoco_training_people(out, cropcoco_seeds, cropcoco_lspet_seeds, data_root)
+        people, sources = cropcoco_training_people(out, cropcoco_seeds, cropcoco_lspet_seeds, data_root,
+                                                   first_seed=cropcoco_first_seed)
     else:
         people, sources = training_people(data_root)
     coco = np.array([i for i, s in enumerate(sources) if s != "lspet"])
@@ -379,7 +381,9 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
     boxes = image_boxes(people)
     meta = {"capacity": len(plan), "views": views, "coco_views": coco_views, "first_view": first_view, "seed": seed,
             "background": background,
-            **({"cropcoco_seeds": [cropcoco_seeds, cropcoco_lspet_seeds]} if cropcoco_seeds else {}),
+            # [COCO seeds, LSPET seeds(, first seed)]: which people the folder holds (CombinedCache's key)
+            **({"cropcoco_seeds": [cropcoco_seeds, cropcoco_lspet_seeds]
+                + ([cropcoco_first_seed] if cropcoco_first_seed else [])} if cropcoco_seeds else {}),
             "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"
@@ -443,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                         "crops) instead of the training people, seen through the test-time window (flip and colour "
                         "jitter only); use with --views 1 --coco-views 1")
     p.add_argument("--cropcoco-lspet-seeds", type=int, default=1, help="with --cropcoco-seeds: LSPET's sets")
+    p.add_argument("--cropcoco-first-seed", type=int, default=0,
+                   help="with --cropcoco-seeds: the first seed (another folder of more cuts: e.g. 4 after seeds 0-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -456,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         n = build_cache(args.out, args.views, args.coco_views, aug, args.crop_prob, args.seed, args.trunk,
                         data_root=args.data_root, first_view=args.first_view,
                         max_views=args.max_views, background=args.background,
-                        cropcoco_seeds=args.cropcoco_seeds, cropcoco_lspet_seeds=args.cropcoco_lspet_seeds)
+                        cropcoco_seeds=args.cropcoco_seeds, cropcoco_lspet_seeds=args.cropcoco_lspet_seeds,
+                        cropcoco_first_seed=args.cropcoco_first_seed)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130

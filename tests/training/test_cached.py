@@ -143,6 +143,15 @@ def test_cropcoco_style_people_cut_like_the_evaluation_and_combine_with_other_ca
     assert both.done == plain.done + 4 and len(both.people) == len(plain.people) + len(people)
     for pi, _, _ in both.samples[plain.done:]:  # person indices point into the appended people
         assert both.people[pi].image_path.parent.name == "val2017" and "sets" in str(both.people[pi].image_path)
+    # More cuts in another folder (`--cropcoco-first-seed`): other people, appended after the first folder's.
+    cc2 = tmp_path / "cc2"
+    assert features.build_cache(cc2, 1, 1, aug, 0.0, 0, EMBEDDED_WEIGHTS, batch=3, max_views=2, data_root=DATA,
+                                cropcoco_seeds=1, cropcoco_first_seed=1) == 2
+    assert (cc2 / "sets" / "coco_subset_s1").is_dir() and not (cc2 / "sets" / "coco_subset_s0").exists()
+    three = features.CombinedCache([tiny_cache, cc, cc2])
+    assert three.done == both.done + 2 and len(three.people) > len(both.people)
+    for pi, _, _ in three.samples[both.done:]:
+        assert "coco_subset_s1" in str(three.people[pi].image_path)
     # A folder whose meta says "the training people" but whose people list differs is refused, not mis-indexed.
     import pickle
     import shutil
