@@ -107,8 +107,9 @@ def markdown_report(metrics: dict, title: str = "ProbPose Studio evaluation", me
         s = p.get(name)
         if s is None:  # metrics.json written before the grid-free measures existed
             continue
-        label = "best balanced, any threshold" if name == "best_balanced_any" else name
-        lines.append(f"| {label} {s['threshold']:.{3 if name == 'best_balanced_any' else 2}f} | {fmt(s['error'])}% | {fmt(s['balanced_error'])}% | "
+        # a grid-free threshold is any score, so it gets a third decimal
+        label, digits = ("best balanced, any threshold", 3) if name == "best_balanced_any" else (name, 2)
+        lines.append(f"| {label} {s['threshold']:.{digits}f} | {fmt(s['error'])}% | {fmt(s['balanced_error'])}% | "
                      f"{s['false_out']} | {s['false_in']} |")
     lines.append(f"\nLabels: {p['fixed']['n_present']} keypoints inside, {p['fixed']['n_absent']} outside the "
                  "activation window." + (f" Ranking AUC (a keypoint inside scores above one outside): "

@@ -251,26 +251,24 @@ class CombinedCache:
         self.offsets = np.cumsum([0] + [c.done for c in self.parts])
         self.done = len(self.samples)
 
-    def read(self, rows: np.ndarray) -> np.ndarray:
+    def _gather(self, arrays: list, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(len(rows), *shape) float32: global rows taken from each folder's array (one per folder)."""
         rows = np.asarray(rows)
-        out = np.empty((len(rows), FEATURE_CHANNELS, *GRID), dtype=np.float32)
-        for i, c in enumerate(self.parts):
+        out = np.empty((len(rows), *shape), dtype=np.float32)
+        for i, a in enumerate(arrays):
             sel = (rows >= self.offsets[i]) & (rows < self.offsets[i + 1])
             if sel.any():
-                out[sel] = c.feats[rows[sel] - self.offsets[i]]
+                out[sel] = a[rows[sel] - self.offsets[i]]
         return out
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self._gather([c.feats for c in self.parts], rows, (FEATURE_CHANNELS, *GRID))
 
     def read_void(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), 1, 32, 24) float32 void grids of global rows (needs `void=True`)."""
         if self.voids is None:
             raise ValueError("this CombinedCache was opened without void=True")
-        rows = np.asarray(rows)
-        out = np.empty((len(rows), 1, *GRID), dtype=np.float32)
-        for i, v in enumerate(self.voids):
-            sel = (rows >= self.offsets[i]) & (rows < self.offsets[i + 1])
-            if sel.any():
-                out[sel, 0] = v[rows[sel] - self.offsets[i]]
-        return out
+        return self._gather(self.voids, rows, GRID)[:, None]
 
 
 def image_boxes(people: list[PersonRecord]) -> dict[str, list[np.ndarray]]:
@@ -310,13 +308,20 @@ def ensure_void_masks(cache: FeatureCache, progress: bool = True) -> np.ndarray:
     the cache's seeds: features were cached before the void channel existed) and kept in `void.npy` next to them.
     A redrawn view whose keypoints differ from the stored ones means the data changed since the cache was made."""
     path = cache.folder / VOID_FILE
-    have = np.load(path) if path.is_file() else np.zeros((0, *GRID), np.float16)
+    have = np.zeros((0, *GRID), np.float16)
+    if path.is_file():
+        try:
+            have = np.load(path)
+        except (OSError, ValueError) as e:  # derived data: an unreadable file is made again, not fatal
+            print(f"{path} is unreadable ({e}); computing the void grids again", file=sys.stderr)
+        if have.shape[1:] != GRID:
+            have = np.zeros((0, *GRID), np.float16)
     if len(have) >= cache.done:
         return have[:cache.done]
     from tqdm import tqdm
 
     meta = cache.meta
-    augment = AugmentConfig(**{**meta["augment"], "crop_keep_range": tuple(meta["augment"]["crop_keep_range"])})
+    augment = AugmentConfig(**meta["augment"])  # its __post_init__ makes the JSON list a tuple again
     boxes = image_boxes(cache.people)
     out = np.zeros((cache.done, *GRID), np.float16)
     out[:len(have)] = have
@@ -453,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
     args = p.parse_args(argv)
+    if args.cropcoco_first_seed < 0:
+        p.error(f"--cropcoco-first-seed must be >= 0, got {args.cropcoco_first_seed}")
     aug = AugmentConfig(flip_prob=0.5, half_body_prob=0.3, scale_factor=0.3, rotate_factor=30.0, rotate_prob=0.5,
                         shift_factor=0.12, shift_prob=0.3, color_jitter=0.2)
     if args.cropcoco_seeds:  # the evaluation's window: a half-body box would be built from out-of-image keypoints

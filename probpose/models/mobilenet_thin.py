@@ -249,7 +249,7 @@ class MobileNetThinNeck(nn.Module):
 
 
 class MobileNetThinBackbone(nn.Module):
-    """forward(x (N,3,H,W) ImageNet-normalised RGB) -> (N, neck_channels, H/8, W/8).
+    """forward(x (N,3,H,W) ImageNet-normalised RGB) -> (N, embed_dim, H/8, W/8).
 
     `trunk_features(x)` gives the trunk's part alone (N, C_in, H/8, W/8), which training caches because the trunk
     is frozen; `neck(trunk_features(x))` equals `forward(x)` (with `void_channel`:
@@ -276,10 +276,8 @@ class MobileNetThinBackbone(nn.Module):
         return torch.cat([out[f] for f in self.config.features], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.trunk_features(x)
         if not self.config.void_channel:
-            return self.neck(self.trunk_features(x))
-        bgr = self.to_bgr255(x)
-        out = self.trunk(bgr)
+            return self.neck(feats)
         # the black test needs float32 pixels: a bf16 copy of the normalised input is off by up to ~1 grey level
-        void = void_fraction(bgr if x.dtype == torch.float32 else self.to_bgr255(x.float()))
-        return self.neck(torch.cat([out[f] for f in self.config.features], 1), void)
+        return self.neck(feats, void_fraction(self.to_bgr255(x.float())))

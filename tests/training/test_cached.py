@@ -203,6 +203,10 @@ def test_void_grids_are_the_views_black_pixels_and_a_void_model_grows_from_a_pla
     np.testing.assert_array_equal(void[0], features.void_grid(redrawn).astype(np.float16))
     both = features.CombinedCache([tiny_cache], void=True)
     np.testing.assert_array_equal(both.read_void(np.arange(6))[:, 0], void.astype(np.float32))
+    # void.npy is derived data: an unreadable one is computed again, with a note, not a crash
+    (tiny_cache / "void.npy").write_bytes(b"not an npy file")
+    np.testing.assert_array_equal(features.ensure_void_masks(c, progress=False), void)
+    assert "computing the void grids again" in capsys.readouterr().err
     # A cache whose data changed since it was made is refused, not silently given wrong grids.
     (tiny_cache / "void.npy").unlink()
     with open(tiny_cache / "samples.pkl", "rb") as f:
@@ -250,6 +254,13 @@ def test_a_void_stage_trains_from_a_plain_checkpoint_and_exports_a_void_model(ti
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 256, 192))
     assert out.probmaps.shape == (1, 17, 64, 48) and torch.isfinite(out.presence).all()
+
+
+def test_features_cli_refuses_a_negative_first_seed(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        features.main(["--out", str(tmp_path / "cc"), "--cropcoco-seeds", "2", "--cropcoco-first-seed", "-1"])
+    assert e.value.code == 2 and "--cropcoco-first-seed must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "cc").exists()
 
 
 def test_features_cli_names_missing_data_in_one_line(tmp_path, capsys):
