@@ -170,8 +170,11 @@ def test_cropcoco_style_people_cut_like_the_evaluation_and_combine_with_other_ca
 def test_sliver_cuts_leave_more_of_each_person_outside_and_are_other_people(tiny_cache, tmp_path, monkeypatch):
     """`--cropcoco-keep 0.25 0.6 --cropcoco-context 2.5`: cuts that leave slivers of people (as CropCOCO leaves of
     the people around its target); their own sets folder and their own people in a CombinedCache."""
+    from analysis.cropcoco import CropCocoConfig
     from analysis.exoks import pad_to_contain
 
+    # the default cut is the evaluation's (features keeps its own copy: analysis is imported lazily there)
+    assert (features.CUT_KEEP, features.CUT_CONTEXT) == (CropCocoConfig().keep_range, CropCocoConfig().context)
     monkeypatch.setattr(features, "TRAIN_SOURCES", features.TRAIN_SOURCES[:1])
 
     def out_share(people):
