@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.cropcoco import CropCocoConfig
 from probpose.errors import ProbPoseError
 from training.data import AugmentConfig, PersonRecord, Sample, load_coco_people, make_sample, read_image_rgb
 
@@ -46,7 +47,14 @@ FEATURE_LAYERS = ("Openpose/concat_stage7", "Openpose/MConv_Stage6_L2_4_pointwis
                   "Openpose/MConv_Stage6_L1_4_pointwise/Relu")  # heatmaps+PAFs (57), heat_hidden, paf_hidden
 FEATURE_CHANNELS = 57 + 64 + 64
 GRID = (32, 24)
-CUT_KEEP, CUT_CONTEXT = (0.7, 0.9), 1.25  # the evaluation's CropCOCO cut (analysis.cropcoco.CropCocoConfig)
+CUT_KEEP, CUT_CONTEXT = CropCocoConfig().keep_range, CropCocoConfig().context  # the evaluation's CropCOCO cut
+
+
+def cut_suffix(keep_range: tuple[float, float], context: float) -> str:
+    """Sets-folder suffix of a cut: "" for the evaluation's, else e.g. "_k25-60_c250"."""
+    if (tuple(keep_range), context) == (CUT_KEEP, CUT_CONTEXT):
+        return ""
+    return f"_k{round(keep_range[0] * 100)}-{round(keep_range[1] * 100)}_c{round(context * 100)}"
 
 
 def training_people(data_root: str | Path = DATA_ROOT) -> tuple[list[PersonRecord], list[str]]:
@@ -75,10 +83,9 @@ def cropcoco_training_people(out: Path, seeds: int, lspet_seeds: int = 1, data_r
     set the cut (``CropCocoConfig``; default the evaluation's): e.g. keep (0.25, 0.6) of a 2.5x context cuts most
     of a person away, leaving the slivers and corners that CropCOCO leaves of the people around its target, on
     people (LSPET's) whose images hold nobody else."""
-    from analysis.cropcoco import ANN_NAME, CropCocoConfig, generate_cropcoco
+    from analysis.cropcoco import ANN_NAME, generate_cropcoco
 
-    custom = (tuple(keep_range), context) != (CUT_KEEP, CUT_CONTEXT)
-    suffix = f"_k{round(keep_range[0] * 100)}-{round(keep_range[1] * 100)}_c{round(context * 100)}" if custom else ""
+    suffix = cut_suffix(keep_range, context)
     people, names = [], []
     for name, ann, img in TRAIN_SOURCES:
         if sources is not None and name not in sources:
@@ -408,8 +415,7 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
             # other cuts than the evaluation's, or only some sources (absent otherwise: older metas stay equal)
             **({"cropcoco_cut": {"sources": sorted(cropcoco_sources) if cropcoco_sources else None,
                                  "keep": list(cropcoco_keep), "context": cropcoco_context}}
-               if cropcoco_seeds and (cropcoco_sources or (tuple(cropcoco_keep), cropcoco_context)
-                                      != (CUT_KEEP, CUT_CONTEXT)) else {}),
+               if cropcoco_seeds and (cropcoco_sources or cut_suffix(cropcoco_keep, cropcoco_context)) else {}),
             "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"

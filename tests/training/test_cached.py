@@ -173,7 +173,7 @@ def test_sliver_cuts_leave_more_of_each_person_outside_and_are_other_people(tiny
     from analysis.cropcoco import CropCocoConfig
     from analysis.exoks import pad_to_contain
 
-    # the default cut is the evaluation's (features keeps its own copy: analysis is imported lazily there)
+    # the default cut is the evaluation's
     assert (features.CUT_KEEP, features.CUT_CONTEXT) == (CropCocoConfig().keep_range, CropCocoConfig().context)
     monkeypatch.setattr(features, "TRAIN_SOURCES", features.TRAIN_SOURCES[:1])
 
