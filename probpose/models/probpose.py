@@ -314,7 +314,13 @@ def check_input(x: torch.Tensor, img_size: tuple[int, int], name: str) -> None:
 
 
 class ScalarBranchesMixin:
-    """The presence / visibility / OKS / error branches (official names), shared by the ProbPose and DH heads."""
+    """The presence / visibility / OKS / error branches (official names), shared by the ProbPose and DH heads.
+
+    `scalar_grad_to_backbone` 0 (the official head: detached inputs) keeps their losses out of the backbone; the
+    embedded model's trainer (`training.cached`) may let a share of their gradient through for a run. Not saved
+    with the weights: the forward pass is the same either way."""
+
+    scalar_grad_to_backbone = 0.0
 
     def _add_scalar_branches(self, config) -> None:
         c, k, grid, b = (config.backbone.embed_dim, config.num_keypoints, config.backbone.grid_size,
@@ -341,6 +347,8 @@ class ScalarBranchesMixin:
         branches = [getattr(self, n) for n in names]
         # Only the map branch trains the backbone (detach_probability / detach_visibility, OKS and error).
         detached = feats.detach()
+        if self.scalar_grad_to_backbone:  # same values; the backbone gets this share of the branches' gradient
+            detached = detached + self.scalar_grad_to_backbone * (feats - detached)
         if inference_fast_path(self):
             outs = self._fused_scalar_branches(branches, detached)
         else:

