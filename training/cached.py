@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.features import CombinedCache
+from training.features import STAGE6_INPUT_CHANNELS, CombinedCache
 
 try:
     import tomllib
@@ -161,8 +161,6 @@ def uses_void(model_config) -> bool:
 
 def head_forward(model: nn.Module, feats: torch.Tensor, void: torch.Tensor | None = None):
     """Neck and head on cached features; a cache of stage 6's input (921 channels) runs that stage first."""
-    from training.features import STAGE6_INPUT_CHANNELS
-
     if feats.shape[1] == STAGE6_INPUT_CHANNELS:
         trunk = model.backbone.trunk
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in trunk.parameters())):

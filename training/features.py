@@ -255,9 +255,10 @@ def trunk_features_cv2(net, crops_rgb: np.ndarray, layers: tuple[str, ...] = FEA
 
 class CombinedCache:
     """Several cache folders read as one; `read(rows)` gives the features (len(rows), C, 32, 24) float32 of global
-    rows (ascending), C = 185, or 921 for folders of stage 6's input (all folders must agree). Folders of the same people (views 0 and views 1+, background crops) share one people list; a
-    folder of other people (`--cropcoco-seeds`, as its meta.json says) appends its own, and its samples' person
-    indices are shifted to match."""
+    rows (ascending), C = 185, or 921 for folders of stage 6's input (all folders must agree). Folders of the same
+    people (views 0 and views 1+, background crops) share one people list; a folder of other people
+    (`--cropcoco-seeds`, as its meta.json says) appends its own, and its samples' person indices are shifted to
+    match."""
 
     def __init__(self, folders, void: bool = False) -> None:
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)

