@@ -40,6 +40,7 @@ from analysis.presence import (
     DEFAULT_THRESHOLDS,
     oracle_threshold,
     person_roles,
+    presence_by_place,
     presence_by_role,
     presence_labels,
     presence_report,
@@ -315,8 +316,9 @@ def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFA
     per-visibility AP at the official oracle presence threshold and at ``fixed_threshold``), 'oracle_threshold'
     (-1 when the labels hold one class), 'presence' (error fixed / best / balanced + curve, on the evaluated
     people), 'presence_by_role' (CropCOCO-style sets that record their cut targets: the same for the target and
-    for the other people in the crop), 'calibration', 'sweep' (see ``analysis.sweep``), 'coco_exact_area' (when
-    some areas are estimated), 'fixed_threshold'.
+    for the other people in the crop), 'presence_by_place' (sets that mark keypoints outside the image: presence
+    by where each keypoint lies, ``analysis.presence.presence_by_place``), 'calibration', 'sweep' (see
+    ``analysis.sweep``), 'coco_exact_area' (when some areas are estimated), 'fixed_threshold'.
     """
     from tqdm import tqdm
 
@@ -357,6 +359,9 @@ def evaluate_run(run: RunOutput, coco: CocoSet, *, fixed_threshold: float = DEFA
     roles = person_roles(gt)
     if roles:  # a CropCOCO-style set of analysis.cropcoco: the cut target apart from the people around it
         metrics["presence_by_role"] = presence_by_role(r.presence, r.label, r.ann_id, roles, fixed_threshold)
+    by_place = presence_by_place(r.presence, r.label, r.ann_id, gt, fixed_threshold, roles)
+    if by_place:  # the set marks keypoints outside the image (CropCOCO): which of them the presence misses
+        metrics["presence_by_place"] = by_place
     if calibrate:
         phase("calibration (temperature fits)")
         metrics["calibration"] = _calibration(

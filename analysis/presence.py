@@ -33,6 +33,8 @@ __all__ = [
     "presence_ranking",
     "person_roles",
     "presence_by_role",
+    "PLACES",
+    "presence_by_place",
 ]
 
 DEFAULT_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 21), 2)  # sweeps and curves: 0, 0.05, ..., 1 (display grid)
@@ -250,3 +252,57 @@ def presence_by_role(scores: np.ndarray, labels: np.ndarray, ann_ids, roles: dic
                          "best_balanced": best_threshold(scores[m], labels[m], balanced=True).to_dict(),
                          **presence_ranking(scores[m], labels[m])}
     return out
+
+
+# where a labelled keypoint lies: (inside the image?, inside the activation window?) -> name
+PLACES = {(True, True): "in_image", (True, False): "in_image_out_window", (False, True): "out_image_in_window",
+          (False, False): "out_window"}
+
+
+def _by_place(scores: np.ndarray, labels: np.ndarray, in_image: np.ndarray, fixed_threshold: float) -> dict:
+    keep = np.isfinite(labels) & np.isfinite(scores)
+    s, y, img = scores[keep], labels[keep] > 0.5, in_image[keep]
+    places = {}
+    for (i, w), name in PLACES.items():
+        m = (img == i) & (y == w)
+        if m.any():
+            places[name] = {"n": int(m.sum()), "mean_presence": float(s[m].mean()),
+                            "called_present": float((np.clip(s[m], 0, 1) >= fixed_threshold).mean())}
+    # the presence of a model that knows exactly which keypoints the image shows and calls those present
+    oracle = presence_error(img.astype(np.float64), y.astype(np.float64), 0.5).to_dict()
+    return {"places": places, "image_oracle": oracle,
+            "image_auc": presence_ranking(s, img.astype(np.float64))["auc"]}
+
+
+def presence_by_place(scores: np.ndarray, labels: np.ndarray, ann_ids, gt: dict, fixed_threshold: float,
+                      roles: dict[int, str] | None = None) -> dict:
+    """Presence by where each labelled keypoint lies, on sets that mark keypoints outside the image (v=3, as
+    CropCOCO does); {} on a set without any.
+
+    Why: a keypoint outside the image may still be inside the activation window (the window is the box x1.25, so
+    it reaches past the image edge), and one inside the image is always inside the window of a clipped box. So the
+    two things a presence head must do come apart: tell which keypoints the image shows, and guess how far the
+    unseen ones lie. ``image_oracle`` is the error of a presence that did the first perfectly and called exactly
+    the keypoints inside the image present; ``image_auc`` is how well the model's presence separates keypoints
+    inside the image from those outside it.
+
+    Args:
+        scores, labels: (N, K) as ``presence_report``. ann_ids: (N,) annotation id per row. gt: the COCO dict
+        (its keypoints' v). roles: ``person_roles(gt)``; when given, each role is reported too.
+    Returns:
+        {'all' | 'target' | 'other': {'people', 'places': {name of ``PLACES``: {'n', 'mean_presence',
+        'called_present' (share >= ``fixed_threshold``)}}, 'image_oracle': ``PresenceStats.to_dict()``,
+        'image_auc': float}}.
+    """
+    vis = {a["id"]: np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)[:, 2] for a in gt["annotations"]}
+    if not any((v == 3).any() for v in vis.values()):
+        return {}
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, np.float64)
+    ids = [int(a) for a in ann_ids]
+    in_image = np.stack([vis[a] != 3 for a in ids]) if ids else np.zeros(labels.shape, bool)
+    groups = {"all": np.ones(len(ids), bool)}
+    if roles:
+        role = np.array([roles.get(a, "") for a in ids])
+        groups.update({name: role == name for name in ("target", "other") if (role == name).any()})
+    return {name: {"people": int(m.sum()), **_by_place(scores[m], labels[m], in_image[m], fixed_threshold)}
+            for name, m in groups.items()}

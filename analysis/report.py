@@ -71,6 +71,38 @@ def rules_line(metrics: dict) -> str:
             "against other pycocotools numbers.")
 
 
+_PLACE_LABELS = {"in_image": "inside the image", "in_image_out_window": "inside the image, outside the window",
+                 "out_image_in_window": "outside the image, inside the window", "out_window": "outside the window"}
+
+
+def _place_lines(m: dict) -> list[str]:
+    """The "Where the keypoints lie" table (``metrics['presence_by_place']``); none for sets without v=3."""
+    by = m.get("presence_by_place") or {}
+    if not by:
+        return []
+    thr = m["fixed_threshold"]
+    groups = [(g, lab) for g, lab in (("all", "all"), ("target", "the cut target"), ("other", "other people"))
+              if g in by]
+    lines = ["", "By where the keypoint lies (v=3 marks keypoints outside the image; the window reaches past the "
+                 "image edge, so some of those are present):", "",
+             "| keypoints | " + " | ".join(f"{lab}: n, mean presence, called present @ {thr:.2f}"
+                                          for _, lab in groups) + " |",
+             "|---|" + "---|" * len(groups)]
+    for place, label in _PLACE_LABELS.items():
+        cells = []
+        for g, _ in groups:
+            c = by[g]["places"].get(place)
+            cells.append(f"{c['n']}, {c['mean_presence']:.2f}, {fmt(c['called_present'])}%" if c else "-")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "A presence that knew exactly which keypoints the image shows, and called those present, would "
+                  "score a balanced error of " + ", ".join(
+                      f"{fmt(by[g]['image_oracle']['balanced_error'])}% ({lab})" for g, lab in groups)
+              + "; this model's presence separates keypoints inside the image from those outside it with AUC "
+              + ", ".join(f"{by[g]['image_auc']:.3f} ({lab})" for g, lab in groups) + "."]
+    return lines
+
+
 def markdown_report(metrics: dict, title: str = "ProbPose Studio evaluation", messages: list[str] | None = None,
                     n_failures: int = 15, failures: list[dict] | None = None) -> str:
     """Markdown summary of ``evaluate_run`` output."""
@@ -129,6 +161,7 @@ def markdown_report(metrics: dict, title: str = "ProbPose Studio evaluation", me
                 lines.append(f"| {label} | {roles[name]['people']} | {f['n_present']} / {f['n_absent']} | "
                              f"{fmt(f['error'])}% | {fmt(b['balanced_error'])}% (thr {b['threshold']:.2f}) | "
                              f"{any_} | {auc} |")
+    lines += _place_lines(m)
     cal = m.get("calibration")
     if cal:
         lines += ["", "## Calibration (fit on a seeded half of the images, applied to the other half)", ""]

@@ -147,6 +147,11 @@ def test_cli_evaluate_and_compare(small_val, tiny_probpose, tiny_heatmap, tmp_pa
     roles = json.loads((tmp_path / "ev" / "cropcoco" / "metrics.json").read_text())["presence_by_role"]
     assert roles["target"]["people"] >= 1 and "best_balanced" in roles["target"]
     assert "By person role" in (tmp_path / "ev" / "cropcoco" / "report.md").read_text()
+    # ... and by where each keypoint lies (the set marks keypoints outside the image v=3)
+    places = json.loads((tmp_path / "ev" / "cropcoco" / "metrics.json").read_text())["presence_by_place"]
+    assert places["all"]["places"]["out_window"]["n"] >= 1 and 0 <= places["all"]["image_auc"] <= 1
+    assert "By where the keypoint lies" in (tmp_path / "ev" / "cropcoco" / "report.md").read_text()
+    assert "presence_by_place" not in json.loads((tmp_path / "ev" / "coco" / "metrics.json").read_text())
     assert "presence_by_role" not in json.loads((tmp_path / "ev" / "coco" / "metrics.json").read_text())
     rc = main(["compare", "--weights", str(wp), "--baseline-weights", str(wh), "--dh-weights", str(wd), "--data",
                str(img), "--ann", str(ann), "--out", str(tmp_path / "cmp"), "--no-png", "--no-sweep",

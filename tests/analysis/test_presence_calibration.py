@@ -23,6 +23,7 @@ from analysis.calibration import (
 from analysis.presence import (
     best_threshold,
     person_roles,
+    presence_by_place,
     presence_by_role,
     presence_error,
     presence_labels,
@@ -91,6 +92,40 @@ def test_presence_by_role_splits_the_cut_target_from_the_people_around_it():
     assert by["target"]["fixed"]["false_in"] == 1 and by["target"]["fixed"]["n_absent"] == 2
     assert by["other"]["fixed"]["false_in"] == 2 and by["other"]["fixed"]["n_present"] == 0
     assert by["target"]["best_balanced"]["balanced_error"] == pytest.approx(0.0)  # 0.65 separates them
+
+
+def test_presence_by_place_separates_what_the_image_shows_from_how_far_the_rest_lies():
+    def ann(i, image_id, vs):
+        kp = [0.0, 0.0, 0] * 17
+        for k, v in enumerate(vs):
+            kp[3 * k + 2] = v
+        return {"id": i, "image_id": image_id, "keypoints": kp}
+
+    gt = {"images": [{"id": 1, "target_ann_id": 10}],
+          "annotations": [{**ann(1000, 1, [2, 3, 3]), "source_ann_id": 10},
+                          {**ann(1100, 1, [1, 3, 0]), "source_ann_id": 11}]}
+    nan = np.nan
+    # keypoint 1 of the target is outside the image but inside its window; the rest outside are outside the window
+    labels = np.full((2, 17), nan)
+    labels[0, :3] = [1, 1, 0]
+    labels[1, :2] = [1, 0]
+    scores = np.full((2, 17), 0.5)
+    scores[0, :3] = [0.9, 0.8, 0.2]
+    scores[1, :2] = [0.7, 0.95]
+    by = presence_by_place(scores, labels, [1000, 1100], gt, 0.5, person_roles(gt))
+    a = by["all"]
+    assert a["people"] == 2 and set(a["places"]) == {"in_image", "out_image_in_window", "out_window"}
+    assert a["places"]["in_image"] == {"n": 2, "mean_presence": pytest.approx(0.8), "called_present": 1.0}
+    assert a["places"]["out_window"]["n"] == 2 and a["places"]["out_window"]["called_present"] == 0.5
+    # calling exactly the in-image keypoints present misses the one in the window past the edge: 1 of 3 present
+    assert a["image_oracle"]["false_out"] == 1 and a["image_oracle"]["false_in"] == 0
+    assert a["image_oracle"]["balanced_error"] == pytest.approx(1 / 6)
+    # in-image scores 0.9, 0.7 against out-of-image 0.8, 0.2, 0.95: 3 of 6 pairs ranked right
+    assert a["image_auc"] == pytest.approx(0.5)
+    assert by["target"]["people"] == 1 and by["other"]["places"]["out_window"]["mean_presence"] == 0.95
+    # a set without v=3 (plain COCO) has nothing to split
+    coco = {"annotations": [ann(1, 1, [2, 2])]}
+    assert presence_by_place(scores[:1], labels[:1], [1], coco, 0.5) == {}
 
 
 def test_presence_labels_use_the_activation_window():
