@@ -332,7 +332,8 @@ def _summary(metrics: dict) -> dict:
     return {"model": metrics["model"], "kind": metrics["kind"], "people": metrics["counts"]["people_run"],
             "AP": metrics["coco"]["AP"], "Ex-AP (oracle thr)": metrics["exoks_oracle"]["AP"],
             "oracle_threshold": metrics["oracle_threshold"], "Ex-AP (fixed thr)": metrics["exoks_fixed"]["AP"],
-            "presence_error_fixed": metrics["presence"]["fixed"]["error"]}
+            "presence_error_fixed": metrics["presence"]["fixed"]["error"],
+            **({"presence_by_place": metrics["presence_by_place"]} if "presence_by_place" in metrics else {})}
 
 
 def _header(es: EvalSet, what: str) -> dict:

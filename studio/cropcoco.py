@@ -72,8 +72,41 @@ def cropcoco_table(model: str = "probpose", data: dict | None = None, request: g
            else f"{len(cases)} people")  # the same people count as the set's README
     info = (f"**CropCOCO explorer** ({model}): {who}, ranked by Ex-OKS error (1 - Ex-OKS), worst "
             "first (ties: more annotated keypoints first, then the more confident pose). Ground truth is white, the prediction is coloured by presence; keypoints outside the crop "
-            "lie on the grey padding." + (f" {desc}" if desc else "") + _data_note(data, cases) + caption(data))
+            "lie on the grey padding." + (f" {desc}" if desc else "") + _data_note(data, cases) + caption(data)
+            + place_table(data, model))
     return info, {"headers": TABLE_HEADERS, "data": rows}
+
+
+_PLACES = (("in_image", "inside the image"), ("out_image_in_window", "outside the image, inside the window"),
+           ("out_window", "outside the window"))
+
+
+def place_table(data: dict | None, model: str) -> str:
+    """Markdown: where the model's presence misses on the evaluated set (``analysis.presence.presence_by_place``,
+    stored in the set's summary), or "" for sets made before it existed or without keypoints outside the image."""
+    summary = pick(pick(data or {}, "summary", default={}), model, default={})
+    by = pick(summary, "presence_by_place", default=None)
+    if not by or "all" not in by:
+        return ""
+    score = "heatmap peak" if pick(summary, "kind", default="") == "heatmap" else "presence"
+    thr = float(pick(data, "threshold", default=DEFAULT_PRESENCE_THRESHOLD))
+    groups = [(g, lab) for g, lab in (("all", "all people"), ("target", "the cut target"),
+                                      ("other", "other people in the crop")) if g in by]
+    lines = ["", "", f"**Where the presence misses** (keypoints by where they lie; mean {score}, and the share called "
+             f"present at {thr:.2f}):", "", "| keypoints | " + " | ".join(lab for _, lab in groups) + " |",
+             "|---|" + "---|" * len(groups)]
+    for place, label in _PLACES:
+        cells = []
+        for g, _ in groups:
+            c = by[g]["places"].get(place)
+            cells.append(f"{c['n']}: {c['mean_presence']:.2f}, {100 * c['called_present']:.0f}%" if c else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    orc = by["all"]["image_oracle"]["balanced_error"]
+    lines += ["", f"Keypoints outside the window should be called absent; those outside the image but inside the "
+                  f"window (it reaches 12.5% of the box past the edge) present. A presence that knew exactly which "
+                  f"keypoints the image shows would score a balanced error of {100 * orc:.1f}%; this model's {score} separates "
+                  f"keypoints inside the image from those outside it with AUC {by['all']['image_auc']:.3f}."]
+    return "\n".join(lines)
 
 
 def _case_image_path(c: dict, data: dict | None = None) -> Path | None:

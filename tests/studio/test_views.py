@@ -108,6 +108,24 @@ def test_cropcoco_ties_are_broken_by_annotated_keypoints_then_confidence(studio_
     assert "the 5 worst of the 159 people evaluated" in cropcoco.cropcoco_table("probpose", data)[0]
 
 
+def test_cropcoco_tab_says_where_the_presence_misses(studio_env):
+    place = {"places": {"in_image": {"n": 40, "mean_presence": 0.96, "called_present": 1.0},
+                        "out_window": {"n": 8, "mean_presence": 0.74, "called_present": 0.875}},
+             "image_oracle": {"balanced_error": 0.13}, "image_auc": 0.778}
+    data = {"threshold": 0.3, "probpose": {"cases": [_case(1, 0.5, 17, 0.9)]},
+            "summary": {"probpose": {"presence_by_place": {"all": place, "other": place}}}}
+    info, _ = cropcoco.cropcoco_table("probpose", data)
+    assert "**Where the presence misses**" in info and "called present at 0.30" in info
+    assert "| outside the window | 8: 0.74, 88% | 8: 0.74, 88% |" in info
+    assert "| outside the image, inside the window | - | - |" in info  # a place with no keypoints
+    assert "balanced error of 13.0%" in info and "AUC 0.778" in info
+    heat = {**data, "summary": {"probpose": {"kind": "heatmap", "presence_by_place": {"all": place}}}}
+    assert "mean heatmap peak" in cropcoco.cropcoco_table("probpose", heat)[0]  # the baseline's "presence"
+    # a model without the split in its summary (a set made before it existed) gets no table
+    assert "Where the presence misses" not in cropcoco.cropcoco_table("baseline", {
+        **data, "baseline": {"cases": [_case(1, 0.5, 17, 0.9)]}})[0]
+
+
 def test_unannotated_keypoints_are_not_shown_as_perfect(studio_env):
     data = {"probpose": {"cases": [_case(1, 0.7, 5, 0.5)]}}
     drawing, fig, md = cropcoco.cropcoco_case("probpose", 0, data)
