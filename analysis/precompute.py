@@ -44,6 +44,7 @@ from analysis.coco_io import CocoSet, keypoints_array, load_coco, people_to_run
 from analysis.evaluate import PersonRecords, RunOutput, evaluate_run, run_model
 from analysis.exoks import pair_keypoint_terms, relabel_visibility
 from analysis.failures import rank_failures
+from analysis.report import json_safe
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD
 from probpose.errors import AnnotationError
 
@@ -333,7 +334,8 @@ def _summary(metrics: dict) -> dict:
             "AP": metrics["coco"]["AP"], "Ex-AP (oracle thr)": metrics["exoks_oracle"]["AP"],
             "oracle_threshold": metrics["oracle_threshold"], "Ex-AP (fixed thr)": metrics["exoks_fixed"]["AP"],
             "presence_error_fixed": metrics["presence"]["fixed"]["error"],
-            **({"presence_by_place": metrics["presence_by_place"]} if "presence_by_place" in metrics else {})}
+            # NaN (one label class in a small set) -> null: the shipped files are strict JSON
+            **({"presence_by_place": json_safe(metrics["presence_by_place"])} if "presence_by_place" in metrics else {})}
 
 
 def _header(es: EvalSet, what: str) -> dict:

@@ -22,7 +22,7 @@ from analysis.coco_io import CocoSet, write_results
 from analysis.failures import failures_table, rank_failures
 from analysis.plots import coverage_figure, failures_figure, reliability_figure, save_figure, sweep_figure
 
-__all__ = ["write_report", "markdown_report", "rules_line", "fmt", "figures_from_metrics", "load_metrics"]
+__all__ = ["write_report", "markdown_report", "rules_line", "fmt", "json_safe", "figures_from_metrics", "load_metrics"]
 
 
 def fmt(v, pct: bool = True) -> str:
@@ -42,13 +42,14 @@ def _json_default(o):
     return str(o)
 
 
-def _clean(o):
+def json_safe(o):
+    """NaN and infinities -> None, through dicts, lists and tuples (metrics files are strict JSON)."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
+        return {k: json_safe(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
+        return [json_safe(v) for v in o]
     return o
 
 
@@ -99,7 +100,7 @@ def _place_lines(m: dict) -> list[str]:
                   "score a balanced error of " + ", ".join(
                       f"{fmt(by[g]['image_oracle']['balanced_error'])}% ({lab})" for g, lab in groups)
               + "; this model's presence separates keypoints inside the image from those outside it with AUC "
-              + ", ".join(f"{by[g]['image_auc']:.3f} ({lab})" for g, lab in groups) + "."]
+              + ", ".join(f"{fmt(by[g]['image_auc'], pct=False)} ({lab})" for g, lab in groups) + "."]
     return lines
 
 
@@ -263,7 +264,7 @@ def write_report(out_dir: str | Path, metrics: dict, run, coco: CocoSet, title: 
     bar.set_postfix_str("metrics.json, report.md")
     metrics = {**metrics, "messages": list(coco.issues[:100]) + list(run.messages[:100]),
                "png_engine": ",".join(sorted(e for e in engines if e))}
-    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1, default=_json_default))
     paths["metrics"] = str(out / "metrics.json")
     (out / "report.md").write_text(markdown_report(metrics, title, metrics["messages"], failures=rows))
     paths["report"] = str(out / "report.md")

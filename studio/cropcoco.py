@@ -101,11 +101,13 @@ def place_table(data: dict | None, model: str) -> str:
             c = by[g]["places"].get(place)
             cells.append(f"{c['n']}: {c['mean_presence']:.2f}, {100 * c['called_present']:.0f}%" if c else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    orc = by["all"]["image_oracle"]["balanced_error"]
-    lines += ["", f"Keypoints outside the window should be called absent; those outside the image but inside the "
-                  f"window (it reaches 12.5% of the box past the edge) present. A presence that knew exactly which "
-                  f"keypoints the image shows would score a balanced error of {100 * orc:.1f}%; this model's {score} separates "
-                  f"keypoints inside the image from those outside it with AUC {by['all']['image_auc']:.3f}."]
+    orc, auc = by["all"]["image_oracle"]["balanced_error"], by["all"]["image_auc"]
+    lines += ["", "Keypoints outside the window should be called absent; those outside the image but inside the "
+                  "window (it reaches 12.5% of the box past the edge) present."]
+    if orc is not None and auc is not None:  # null when the set holds one class only
+        lines[-1] += (f" A presence that knew exactly which keypoints the image shows would score a balanced error "
+                      f"of {100 * orc:.1f}%; this model's {score} separates keypoints inside the image from those "
+                      f"outside it with AUC {auc:.3f}.")
     return "\n".join(lines)
 
 
