@@ -335,7 +335,8 @@ def _summary(metrics: dict) -> dict:
             "oracle_threshold": metrics["oracle_threshold"], "Ex-AP (fixed thr)": metrics["exoks_fixed"]["AP"],
             "presence_error_fixed": metrics["presence"]["fixed"]["error"],
             # NaN (one label class in a small set) -> null: the shipped files are strict JSON
-            **({"presence_by_place": json_safe(metrics["presence_by_place"])} if "presence_by_place" in metrics else {})}
+            **({"presence_by_place": json_safe(metrics["presence_by_place"])}
+               if "presence_by_place" in metrics else {})}
 
 
 def _header(es: EvalSet, what: str) -> dict:

@@ -34,6 +34,7 @@ __all__ = [
     "person_roles",
     "presence_by_role",
     "PLACES",
+    "PLACE_LABELS",
     "presence_by_place",
 ]
 
@@ -257,6 +258,8 @@ def presence_by_role(scores: np.ndarray, labels: np.ndarray, ann_ids, roles: dic
 # where a labelled keypoint lies: (inside the image?, inside the activation window?) -> name
 PLACES = {(True, True): "in_image", (True, False): "in_image_out_window", (False, True): "out_image_in_window",
           (False, False): "out_window"}
+PLACE_LABELS = {"in_image": "inside the image", "in_image_out_window": "inside the image, outside the window",
+                "out_image_in_window": "outside the image, inside the window", "out_window": "outside the window"}
 
 
 def _by_place(scores: np.ndarray, labels: np.ndarray, in_image: np.ndarray, fixed_threshold: float) -> dict:

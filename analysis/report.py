@@ -21,6 +21,7 @@ import numpy as np
 from analysis.coco_io import CocoSet, write_results
 from analysis.failures import failures_table, rank_failures
 from analysis.plots import coverage_figure, failures_figure, reliability_figure, save_figure, sweep_figure
+from analysis.presence import PLACE_LABELS
 
 __all__ = ["write_report", "markdown_report", "rules_line", "fmt", "json_safe", "figures_from_metrics", "load_metrics"]
 
@@ -72,24 +73,21 @@ def rules_line(metrics: dict) -> str:
             "against other pycocotools numbers.")
 
 
-_PLACE_LABELS = {"in_image": "inside the image", "in_image_out_window": "inside the image, outside the window",
-                 "out_image_in_window": "outside the image, inside the window", "out_window": "outside the window"}
-
-
 def _place_lines(m: dict) -> list[str]:
-    """The "Where the keypoints lie" table (``metrics['presence_by_place']``); none for sets without v=3."""
+    """The "By where the keypoint lies" table (``metrics['presence_by_place']``); none for sets without v=3."""
     by = m.get("presence_by_place") or {}
     if not by:
         return []
     thr = m["fixed_threshold"]
+    score = "heatmap peak" if m.get("kind") == "heatmap" else "presence"
     groups = [(g, lab) for g, lab in (("all", "all"), ("target", "the cut target"), ("other", "other people"))
               if g in by]
     lines = ["", "By where the keypoint lies (v=3 marks keypoints outside the image; the window reaches past the "
                  "image edge, so some of those are present):", "",
-             "| keypoints | " + " | ".join(f"{lab}: n, mean presence, called present @ {thr:.2f}"
+             "| keypoints | " + " | ".join(f"{lab}: n, mean {score}, called present @ {thr:.2f}"
                                           for _, lab in groups) + " |",
              "|---|" + "---|" * len(groups)]
-    for place, label in _PLACE_LABELS.items():
+    for place, label in PLACE_LABELS.items():
         cells = []
         for g, _ in groups:
             c = by[g]["places"].get(place)
@@ -99,7 +97,7 @@ def _place_lines(m: dict) -> list[str]:
     lines += ["", "A presence that knew exactly which keypoints the image shows, and called those present, would "
                   "score a balanced error of " + ", ".join(
                       f"{fmt(by[g]['image_oracle']['balanced_error'])}% ({lab})" for g, lab in groups)
-              + "; this model's presence separates keypoints inside the image from those outside it with AUC "
+              + f"; this model's {score} separates keypoints inside the image from those outside it with AUC "
               + ", ".join(f"{fmt(by[g]['image_auc'], pct=False)} ({lab})" for g, lab in groups) + "."]
     return lines
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from analysis.presence import PLACE_LABELS
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, NUM_KEYPOINTS
 from studio import settings
 from studio.figures import case_error_figure, draw_case, empty_figure
@@ -77,10 +78,6 @@ def cropcoco_table(model: str = "probpose", data: dict | None = None, request: g
     return info, {"headers": TABLE_HEADERS, "data": rows}
 
 
-_PLACES = (("in_image", "inside the image"), ("out_image_in_window", "outside the image, inside the window"),
-           ("out_window", "outside the window"))
-
-
 def place_table(data: dict | None, model: str) -> str:
     """Markdown: where the model's presence misses on the evaluated set (``analysis.presence.presence_by_place``,
     stored in the set's summary), or "" for sets made before it existed or without keypoints outside the image."""
@@ -95,12 +92,13 @@ def place_table(data: dict | None, model: str) -> str:
     lines = ["", "", f"**Where the presence misses** (keypoints by where they lie; mean {score}, and the share called "
              f"present at {thr:.2f}):", "", "| keypoints | " + " | ".join(lab for _, lab in groups) + " |",
              "|---|" + "---|" * len(groups)]
-    for place, label in _PLACES:
+    for place, label in PLACE_LABELS.items():
         cells = []
         for g, _ in groups:
             c = by[g]["places"].get(place)
             cells.append(f"{c['n']}: {c['mean_presence']:.2f}, {100 * c['called_present']:.0f}%" if c else "-")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if any(c != "-" for c in cells):  # e.g. in-image keypoints outside the window are rare
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     orc, auc = by["all"]["image_oracle"]["balanced_error"], by["all"]["image_auc"]
     lines += ["", "Keypoints outside the window should be called absent; those outside the image but inside the "
                   "window (it reaches 12.5% of the box past the edge) present."]
