@@ -36,6 +36,7 @@ __all__ = [
     "PLACES",
     "PLACE_LABELS",
     "presence_by_place",
+    "place_rows",
 ]
 
 DEFAULT_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 21), 2)  # sweeps and curves: 0, 0.05, ..., 1 (display grid)
@@ -309,3 +310,15 @@ def presence_by_place(scores: np.ndarray, labels: np.ndarray, ann_ids, gt: dict,
         groups.update({name: role == name for name in ("target", "other") if (role == name).any()})
     return {name: {"people": int(m.sum()), **_by_place(scores[m], labels[m], in_image[m], fixed_threshold)}
             for name, m in groups.items()}
+
+
+def place_rows(by_place: dict, groups) -> list[tuple[str, list[dict | None]]]:
+    """Table rows of ``presence_by_place`` output: (place label, one cell per group: its place dict or None), in
+    ``PLACE_LABELS`` order, leaving out places no group has keypoints in. The report and the app's tab format the
+    cells their own way."""
+    rows = []
+    for place, label in PLACE_LABELS.items():
+        cells = [by_place[g]["places"].get(place) for g in groups]
+        if any(c is not None for c in cells):  # e.g. in-image keypoints outside the window are rare
+            rows.append((label, cells))
+    return rows

@@ -21,7 +21,7 @@ import numpy as np
 from analysis.coco_io import CocoSet, write_results
 from analysis.failures import failures_table, rank_failures
 from analysis.plots import coverage_figure, failures_figure, reliability_figure, save_figure, sweep_figure
-from analysis.presence import PLACE_LABELS
+from analysis.presence import place_rows
 
 __all__ = ["write_report", "markdown_report", "rules_line", "fmt", "json_safe", "figures_from_metrics", "load_metrics"]
 
@@ -87,13 +87,9 @@ def _place_lines(m: dict) -> list[str]:
              "| keypoints | " + " | ".join(f"{lab}: n, mean {score}, called present @ {thr:.2f}"
                                           for _, lab in groups) + " |",
              "|---|" + "---|" * len(groups)]
-    for place, label in PLACE_LABELS.items():
-        cells = []
-        for g, _ in groups:
-            c = by[g]["places"].get(place)
-            cells.append(f"{c['n']}, {c['mean_presence']:.2f}, {fmt(c['called_present'])}%" if c else "-")
-        if any(c != "-" for c in cells):
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, cells in place_rows(by, [g for g, _ in groups]):
+        lines.append(f"| {label} | " + " | ".join(
+            f"{c['n']}, {c['mean_presence']:.2f}, {fmt(c['called_present'])}%" if c else "-" for c in cells) + " |")
     lines += ["", "A presence that knew exactly which keypoints the image shows, and called those present, would "
                   "score a balanced error of " + ", ".join(
                       f"{fmt(by[g]['image_oracle']['balanced_error'])}% ({lab})" for g, lab in groups)

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from analysis.presence import PLACE_LABELS
+from analysis.presence import place_rows
 from probpose.constants import DEFAULT_PRESENCE_THRESHOLD, NUM_KEYPOINTS
 from studio import settings
 from studio.figures import case_error_figure, draw_case, empty_figure
@@ -92,13 +92,9 @@ def place_table(data: dict | None, model: str) -> str:
     lines = ["", "", f"**Where the presence misses** (keypoints by where they lie; mean {score}, and the share called "
              f"present at {thr:.2f}):", "", "| keypoints | " + " | ".join(lab for _, lab in groups) + " |",
              "|---|" + "---|" * len(groups)]
-    for place, label in PLACE_LABELS.items():
-        cells = []
-        for g, _ in groups:
-            c = by[g]["places"].get(place)
-            cells.append(f"{c['n']}: {c['mean_presence']:.2f}, {100 * c['called_present']:.0f}%" if c else "-")
-        if any(c != "-" for c in cells):  # e.g. in-image keypoints outside the window are rare
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, cells in place_rows(by, [g for g, _ in groups]):
+        lines.append(f"| {label} | " + " | ".join(
+            f"{c['n']}: {c['mean_presence']:.2f}, {100 * c['called_present']:.0f}%" if c else "-" for c in cells) + " |")
     orc, auc = by["all"]["image_oracle"]["balanced_error"], by["all"]["image_auc"]
     lines += ["", "Keypoints outside the window should be called absent; those outside the image but inside the "
                   "window (it reaches 12.5% of the box past the edge) present."]
